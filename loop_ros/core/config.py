@@ -1,0 +1,304 @@
+"""Frozen configuration dataclasses: the one source of every setting.
+
+Settings flow one way: ``config/<task>.yaml`` (ROS 2 params file) -> node parameters
+-> these dataclasses. A parameter is named ``<section>.<field>`` (``arc.horizon``),
+and ``test_config.py`` checks that every YAML key maps to a field and back.
+Each field's docstring is the text of its ROS parameter descriptor and README row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+TERMINAL_CONVENTIONS = ("discounted", "authors")
+WEIGHTINGS = ("softmax", "elite")
+INFEASIBLE_FALLBACKS = ("min_cost", "brake")
+CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
+
+
+@dataclass(frozen=True)
+class ArcConfig:
+    """Actor Regularized Control (Alg. 3); defaults are the paper's Table 3."""
+
+    horizon: int = 3
+    """H: planning horizon in control steps."""
+    population: int = 100
+    """N: candidate action sequences per iteration."""
+    particles: int = 4
+    """P: particles per ensemble member (a particle stays with its member, TS-inf)."""
+    iterations: int = 5
+    """n_ARC: iterative importance sampling iterations per plan."""
+    beta: float = 0.05
+    """Mixture ratio: round(beta*N) candidates come from rolling the actor through the model."""
+    eta: float = 1.0
+    """Softmax temperature of the importance weights exp(score/eta)."""
+    alpha_mean: float = 1.0
+    """Mean smoothing: mu <- alpha_mean*mu_new + (1-alpha_mean)*mu (paper 0.1, authors' code 1.0)."""
+    alpha_var: float = 0.9
+    """Variance smoothing: var <- alpha_var*var_new + (1-alpha_var)*var (paper 0.1, authors' code 0.9)."""
+    sigma: float = 0.5
+    """Initial std of the Gaussian prior as a fraction of half the action range (0.5 -> (high-low)/4)."""
+    gamma: float = 0.99
+    """Discount of the H-step return and of the constraint cost."""
+    beta_pess: float = 0.0
+    """Pessimism: score = mean over K*P - beta_pess * std over the K member means (0 online)."""
+    terminal: str = "discounted"
+    """'discounted': sum_{t<H} g^t r_t + g^H Q(s_H, pi(s_H)); 'authors': undiscounted sum_{t<H-1} r_t + Q(s_{H-1}, a_{H-1})."""
+    use_terminal_value: bool = True
+    """Add the terminal Q-value to the return (False: PETS-restricted)."""
+    weighting: str = "softmax"
+    """'softmax': importance weights (ARC/MPPI); 'elite': uniform weights over the top n_elites (CEM)."""
+    n_elites: int = 10
+    """Elites kept by the 'elite' weighting (at most the population)."""
+
+    def __post_init__(self) -> None:
+        _check(self.horizon >= 1, "arc.horizon must be >= 1")
+        _check(self.population >= 2, "arc.population must be >= 2")
+        _check(self.particles >= 1, "arc.particles must be >= 1")
+        _check(self.iterations >= 1, "arc.iterations must be >= 1")
+        _check(0.0 <= self.beta <= 1.0, "arc.beta must be in [0, 1]")
+        _check(self.eta > 0.0, "arc.eta must be > 0")
+        _check(0.0 < self.alpha_mean <= 1.0, "arc.alpha_mean must be in (0, 1]")
+        _check(0.0 < self.alpha_var <= 1.0, "arc.alpha_var must be in (0, 1]")
+        _check(self.sigma > 0.0, "arc.sigma must be > 0")
+        _check(0.0 < self.gamma <= 1.0, "arc.gamma must be in (0, 1]")
+        _check(self.beta_pess >= 0.0, "arc.beta_pess must be >= 0")
+        _check(self.terminal in TERMINAL_CONVENTIONS, f"arc.terminal must be one of {TERMINAL_CONVENTIONS}")
+        _check(self.weighting in WEIGHTINGS, f"arc.weighting must be one of {WEIGHTINGS}")
+        _check(self.n_elites >= 1, "arc.n_elites must be >= 1")
+
+    @property
+    def n_actor(self) -> int:
+        """Number of actor-prior candidates, round(beta*N)."""
+        return int(round(self.beta * self.population))
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """safeARC (Alg. 4) and the constraint geometry; all live-editable."""
+
+    enabled: bool = False
+    """Plan with safeARC (worst-case cost constraint) instead of ARC."""
+    d0: float = 0.0
+    """Constraint threshold: a candidate is feasible when its worst-case discounted cost <= d0."""
+    min_safe: int = 5
+    """m: fewer feasible candidates than this -> weight all by softmax(-cost/eta_cost)."""
+    eta_cost: float = 1.0
+    """Temperature of the cost weights used while too few candidates are feasible."""
+    fallback: str = "min_cost"
+    """When no candidate is feasible after all iterations: 'min_cost' plan or 'brake' (safe action)."""
+    keep_in_radius: float = 1.2
+    """Keep-in circle radius (m) around the origin; cost 1 while outside. <= 0 disables it."""
+    obstacles: tuple[float, ...] = ()
+    """Circular obstacles as a flat list x0, y0, r0, x1, y1, r1, ... (m); cost 1 while inside one."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "obstacles", tuple(float(v) for v in self.obstacles))
+        _check(self.d0 >= 0.0, "safety.d0 must be >= 0")
+        _check(self.min_safe >= 1, "safety.min_safe must be >= 1")
+        _check(self.eta_cost > 0.0, "safety.eta_cost must be > 0")
+        _check(self.fallback in INFEASIBLE_FALLBACKS, f"safety.fallback must be one of {INFEASIBLE_FALLBACKS}")
+        _check(len(self.obstacles) % 3 == 0, "safety.obstacles must hold x, y, r triples")
+        _check(all(r > 0 for r in self.obstacles[2::3]), "safety.obstacles radii must be > 0")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Probabilistic dynamics ensemble (paper Table 2, Appendix C.1)."""
+
+    ensemble_size: int = 5
+    """Members trained."""
+    num_elites: int = 5
+    """Members with the lowest holdout loss kept for planning (K of ARC)."""
+    hidden: tuple[int, ...] = (200, 200, 200, 200)
+    """Hidden layer widths of each member."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 5e-5
+    """Adam weight decay."""
+    batch_size: int = 256
+    """Minibatch size."""
+    holdout_ratio: float = 0.2
+    """Fraction of transitions held out for early stopping and elite selection."""
+    max_epochs: int = 200
+    """Upper bound on epochs per fit."""
+    patience: int = 5
+    """Epochs without holdout improvement (> 1 %) before stopping; the best weights are restored."""
+    update_every: int = 250
+    """K_m: environment steps between ensemble refits."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(1 <= self.num_elites <= self.ensemble_size, "ensemble.num_elites must be in [1, ensemble_size]")
+        _check(0.0 < self.holdout_ratio < 1.0, "ensemble.holdout_ratio must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class SacConfig:
+    """Soft actor-critic (Appendix C.2): twin Q, learned temperature, tanh-Gaussian actor."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critics and temperature."""
+    batch_size: int = 256
+    """Minibatch size."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak factor of the target critics."""
+    init_alpha: float = 0.2
+    """Initial temperature."""
+    target_entropy: float = 0.0
+    """Target entropy; 0 means -dim(A)."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check(0.0 < self.tau <= 1.0, "sac.tau must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """ONNX Runtime execution of the planner's networks."""
+
+    device: str = "cpu"
+    """'cpu' or 'cuda' (CUDAExecutionProvider when available, else CPU with a warning)."""
+    intra_op_threads: int = 2
+    """Threads of the rollout (dynamics) session; small graphs get 1."""
+
+    def __post_init__(self) -> None:
+        _check(self.device in ("cpu", "cuda"), "runtime.device must be 'cpu' or 'cuda'")
+        _check(self.intra_op_threads >= 1, "runtime.intra_op_threads must be >= 1")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which task and how the loop around it runs."""
+
+    name: str = "rc_car"
+    """Task name (loop_ros.core.tasks registry)."""
+    control_rate_hz: float = 50.0
+    """Planner tick and sim state rate."""
+    state_timeout_s: float = 0.1
+    """A state older than this at a tick is stale: the safe action is published."""
+    controller: str = "arc"
+    """arc | safe-arc (arc with safety.enabled forced on) | actor | cem | mppi | loop-cem."""
+    seed: int = 0
+    """Seed of the planner's noise generator."""
+    bundle: str = "models/rc_car"
+    """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
+
+    def __post_init__(self) -> None:
+        _check(self.control_rate_hz > 0.0, "task.control_rate_hz must be > 0")
+        _check(self.state_timeout_s > 0.0, "task.state_timeout_s must be > 0")
+        _check(self.controller in CONTROLLERS, f"task.controller must be one of {CONTROLLERS}")
+
+
+SECTIONS: dict[str, type] = {
+    "arc": ArcConfig,
+    "safety": SafetyConfig,
+    "ensemble": EnsembleConfig,
+    "sac": SacConfig,
+    "runtime": RuntimeConfig,
+    "task": TaskConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A setting out of range; the message says which and why."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def controller_arc_config(controller: str, arc: ArcConfig) -> ArcConfig:
+    """The planner settings of a named controller; all share ARC's code path.
+
+    arc / safe-arc: as given. mppi: Gaussian prior only. cem: PETS-restricted (elite
+    update, no actor, no terminal value). loop-cem: the paper's "no ARC" ablation
+    (elite update with terminal value, no actor prior). 'actor' does not plan.
+    """
+    if controller == "mppi":
+        return dataclasses.replace(arc, beta=0.0)
+    if controller == "cem":
+        return dataclasses.replace(arc, beta=0.0, weighting="elite", use_terminal_value=False)
+    if controller == "loop-cem":
+        return dataclasses.replace(arc, beta=0.0, weighting="elite")
+    return arc
+
+
+def field_docs(section: str) -> dict[str, str]:
+    """Field name -> its docstring (the string literal under the field) for one section."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(SECTIONS[section]))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def build_section(section: str, values: Mapping[str, Any]) -> Any:
+    """Dataclass of one section from a flat ``{field: value}`` mapping (unknown keys refused)."""
+    known = section_fields(section)
+    unknown = set(values) - set(known)
+    _check(not unknown, f"unknown {section} settings: {sorted(unknown)}")
+    return SECTIONS[section](**values)
+
+
+def flatten(configs: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'arc': ArcConfig(...)}`` -> ``{'arc.horizon': 3, ...}`` (tuples as lists)."""
+    flat = {}
+    for section, cfg in configs.items():
+        for name, value in dataclasses.asdict(cfg).items():
+            flat[f"{section}.{name}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'arc.horizon': 3, ...}`` (any subset of sections) -> ``{'arc': ArcConfig, ...}``."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        _check(section in SECTIONS and name, f"unknown setting '{key}'")
+        grouped.setdefault(section, {})[name] = value
+    return {section: build_section(section, values) for section, values in grouped.items()}
+
+
+def load_params_file(path: str, node: str = "/**") -> dict[str, Any]:
+    """Flat parameters of one node from a ROS 2 params YAML (``node: ros__parameters: ...``).
+
+    Merges the ``/**`` block with the node's own block, the node's own winning.
+    """
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    flat: dict[str, Any] = {}
+    for key in ("/**", node):
+        block = (doc.get(key) or {}).get("ros__parameters", {})
+        flat.update(_flatten_nested(block))
+    return flat
+
+
+def _flatten_nested(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in block.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten_nested(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,148 @@
+"""ARC / safeARC: batched planner vs the literal loop transcription, hand-built costs, closed loop."""
+import dataclasses
+
+import numpy as np
+import pytest
+from point_mass_model import PointMassModel
+
+from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start
+from loop_ros.core.arc_reference import arc_reference
+from loop_ros.core.config import ArcConfig, SafetyConfig
+from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.point_mass import point_mass_step
+
+SMALL = ArcConfig(horizon=3, population=12, particles=2, iterations=3, beta=0.25, eta=0.05,
+                  alpha_mean=0.7, alpha_var=0.6, sigma=0.5, gamma=0.9)
+VARIANTS = {
+    "arc": (SMALL, SafetyConfig()),
+    "authors-terminal": (dataclasses.replace(SMALL, terminal="authors"), SafetyConfig()),
+    "pessimism": (dataclasses.replace(SMALL, beta_pess=2.0), SafetyConfig()),
+    "cem-elite-no-value": (dataclasses.replace(SMALL, beta=0.0, weighting="elite", n_elites=4,
+                                               use_terminal_value=False), SafetyConfig()),
+    "safe-enough-feasible": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2)),
+    "safe-too-few-feasible": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=12)),
+    "safe-authors": (dataclasses.replace(SMALL, terminal="authors"), SafetyConfig(enabled=True, keep_in_radius=0.6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_batched_planner_equals_literal_reference(name):
+    arc, safety = VARIANTS[name]
+    task, model = make_task("point_mass"), PointMassModel(noise_std=0.05)
+    state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
+    previous = np.random.default_rng(1).uniform(-1, 1, (arc.horizon, 2)).astype(np.float32)
+    noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
+
+    planner = ArcPlanner(model, task, arc, safety)
+    planner.mean = previous.copy()
+    result = planner.plan(state, rng=None, noise=noise)
+    ref_mean, _, ref_weights, ref_feasible = arc_reference(model, task, arc, safety, state, previous, noise)
+
+    np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
+    np.testing.assert_allclose(result.action, ref_mean[0], atol=1e-5)
+    assert result.metrics["n_feasible"] == ref_feasible
+    assert not result.metrics["all_infeasible"]
+    if name == "safe-too-few-feasible":  # the branch must really be exercised
+        assert 0 < ref_feasible < 12
+    if name == "safe-enough-feasible":
+        assert 2 <= ref_feasible < 12
+
+
+def test_shifted_warm_start_repeats_last_action():
+    prev = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(shifted_warm_start(prev), [[2, 3], [4, 5], [4, 5]])
+
+
+def test_discounted_return_matches_hand_arithmetic():
+    # Deterministic model (no noise, no offsets), H=2, gamma=0.5, one candidate a=(1,0) at every step.
+    # s0 = 0: v1 = 0.1, p1 = 0.01; v2 = 0.2, p2 = 0.03 (x only); goal (1,0).
+    # r_t = -|p_{t+1} - goal| - 0.01*|a|^2: r0 = -0.99 - 0.01, r1 = -0.97 - 0.01.
+    # terminal: gamma^2 * Q(s2, pi(s2)) with Q = -|p - goal| = -0.97.
+    # R = -1.0 + 0.5 * -0.98 + 0.25 * -0.97 = -1.7325
+    arc = ArcConfig(horizon=2, population=2, particles=1, iterations=1, beta=0.0, gamma=0.5)
+    model = PointMassModel(ensemble_size=1, noise_std=0.0, member_spread=0.0)
+    planner = ArcPlanner(model, make_task("point_mass"), arc, SafetyConfig())
+    cands = np.tile(np.array([1.0, 0.0], np.float32), (2, 2, 1))
+    returns, _ = planner.evaluate(np.zeros(4, np.float32), cands, np.zeros((2, 1, 2, 4), np.float32))
+    np.testing.assert_allclose(returns[0, 0], [-1.7325, -1.7325], atol=1e-5)
+    # The authors' convention: r0 + Q(s1, a1) undiscounted = -1.0 + -0.99 = -1.99
+    planner = ArcPlanner(model, make_task("point_mass"), dataclasses.replace(arc, terminal="authors"), SafetyConfig())
+    returns, _ = planner.evaluate(np.zeros(4, np.float32), cands, np.zeros((2, 1, 2, 4), np.float32))
+    np.testing.assert_allclose(returns[0, 0], [-1.99, -1.99], atol=1e-5)
+
+
+def _safe_planner(radius, **safety):
+    # One step from x = 1.0 moving out at 1 m/s: x' = 1 + 0.1*(1 + 0.1*ax) = 1.1 + 0.01*ax in [1.09, 1.11].
+    arc = ArcConfig(horizon=1, population=50, particles=1, iterations=1, beta=0.0, gamma=1.0)
+    model = PointMassModel(ensemble_size=2, noise_std=0.0, member_spread=0.0)
+    cfg = SafetyConfig(enabled=True, keep_in_radius=radius, **safety)
+    return ArcPlanner(model, make_task("point_mass"), arc, cfg)
+
+
+STATE_OUT = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+
+
+def test_safe_arc_enough_feasible_keeps_only_safe_candidates():
+    # radius 1.1: feasible iff 1.1 + 0.01*ax <= 1.1 (y stays 0), i.e. ax <= 0: about half the candidates.
+    planner = _safe_planner(1.1, min_safe=5)
+    result = planner.plan(STATE_OUT, np.random.default_rng(0))
+    assert 5 <= result.metrics["n_feasible"] < 50
+    assert result.action[0] <= 1e-6  # a weighted mean of feasible candidates only
+    assert not result.metrics["all_infeasible"]
+
+
+def test_safe_arc_too_few_feasible_weighs_by_cost():
+    # Same geometry but m = 50 > feasible count: weights softmax(-cost/eta_c), so mean ax is pulled negative
+    # (all feasible candidates weigh e^(1/eta_c) times more) yet infeasible ones still count.
+    planner = _safe_planner(1.1, min_safe=50, eta_cost=0.5)
+    rng = np.random.default_rng(0)
+    noise = draw_plan_noise(rng, planner.arc, 2, 4, 2)
+    cands = planner.sample_candidates(planner._initial_mean(), planner.init_std, np.empty((0, 1, 2), np.float32),
+                                      noise.gaussian[0])
+    feasible = cands[:, 0, 0] <= 0
+    w = np.where(feasible, np.exp(0.0), np.exp(-1.0 / 0.5))
+    expected = (w[:, None] * cands[:, 0]).sum(0) / w.sum()
+    result = planner.plan(STATE_OUT, None, noise=noise)
+    assert 0 < result.metrics["n_feasible"] < 50
+    np.testing.assert_allclose(result.action, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fallback", ["min_cost", "brake"])
+def test_safe_arc_none_feasible_reports_and_falls_back(fallback):
+    # radius 1.05 < 1.09: every candidate leaves the circle.
+    planner = _safe_planner(1.05, fallback=fallback)
+    result = planner.plan(STATE_OUT, np.random.default_rng(0))
+    assert result.metrics["all_infeasible"] and result.metrics["n_feasible"] == 0
+    if fallback == "brake":
+        np.testing.assert_array_equal(result.action, [0.0, 0.0])
+    else:
+        assert np.all(np.abs(result.action) <= 1.0)
+
+
+def _closed_loop(planner, steps=40, seed=0):
+    rng = np.random.default_rng(seed)
+    s = np.zeros(4, np.float32)
+    for _ in range(steps):
+        a = planner.plan(s, rng).action
+        s = point_mass_step(s, np.clip(a, -1, 1)).astype(np.float32)
+    return float(np.linalg.norm(s[:2] - [1.0, 0.0]))
+
+
+def test_arc_reaches_goal_where_the_actor_alone_fails():
+    # The actor drives to (-1, 0), the wrong way; the critic values closeness to the goal (1, 0).
+    model, task = PointMassModel(noise_std=0.01, actor_target=(-1.0, 0.0)), make_task("point_mass")
+    arc = ArcConfig(horizon=5, population=100, particles=2, iterations=3, beta=0.05, eta=0.1)
+    arc_distance = _closed_loop(ArcPlanner(model, task, arc, SafetyConfig()))
+    actor_distance = _closed_loop(ArcPlanner(model, task, arc, SafetyConfig(), controller="actor"))
+    assert arc_distance < 0.15
+    assert actor_distance > 1.0
+
+
+def test_explore_draws_a_candidate_by_weight():
+    model, task = PointMassModel(), make_task("point_mass")
+    planner = ArcPlanner(model, task, SMALL, SafetyConfig())
+    noise = draw_plan_noise(np.random.default_rng(3), SMALL, 3, 4, 2)
+    result = planner.plan(np.zeros(4, np.float32), None, explore=True, noise=noise)
+    _, cands, weights, _ = arc_reference(model, task, SMALL, SafetyConfig(), np.zeros(4, np.float32), None, noise)
+    j = np.searchsorted(np.cumsum(weights), noise.pick, side="right")
+    np.testing.assert_allclose(result.action, cands[j, 0], atol=1e-5)
