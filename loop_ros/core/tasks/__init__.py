@@ -8,6 +8,7 @@ from loop_ros.core.tasks.base import Task
 TASK_MODULES = {
     "point_mass": "loop_ros.core.tasks.point_mass",
     "rc_car": "loop_ros.core.tasks.rc_car",
+    "generic": "loop_ros.core.tasks.generic",
 }
 
 

@@ -1,0 +1,288 @@
+"""Benchmarks: `loop-ros bench plan --preset P --backend B --json F` (DESIGN.md section 8).
+
+Plans with networks of the preset's sizes (random weights: speed does not depend on them),
+and reports plans/s, median and p99 latency, the plan's matmul FLOPs, a plain fp32 GEMM of
+the plan's widest layer measured in the same run on the same threads, and their ratio.
+The ORT backends build the bundle in a child process, so this process (like the planner
+node) never imports torch and its peak RSS is the planner's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import tempfile
+import time
+
+PRESETS = {
+    # Table 3 of the paper: H=3, N=100, P=4, K=5, 5 iterations; HalfCheetah dims; model reward.
+    "paper-halfcheetah": dict(task="generic", obs_dim=17, act_dim=6, params_file=None,
+                              arc=dict(horizon=3, population=100, particles=4, iterations=5, beta=0.05),
+                              ensemble=dict(ensemble_size=5, num_elites=5, hidden=(200, 200, 200, 200)),
+                              sac=dict(hidden=(256, 256)), safety=dict(enabled=False)),
+    # What the RC car really runs: the settings of config/rc_car.yaml.
+    "rc-car": dict(task="rc_car", params_file="rc_car.yaml", safety=dict(enabled=False)),
+    "safe-rc-car": dict(task="rc_car", params_file="rc_car.yaml", safety=dict(enabled=True)),
+}
+BACKENDS = ("ort-cpu", "ort-cuda", "torch")
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True)
+    plan = sub.add_parser("plan", help="planning speed of one preset")
+    plan.add_argument("--preset", choices=sorted(PRESETS), default="paper-halfcheetah")
+    plan.add_argument("--backend", choices=BACKENDS, default="ort-cpu")
+    plan.add_argument("--plans", type=int, default=200, help="timed plans (after warm-up)")
+    plan.add_argument("--warmup", type=int, default=20)
+    plan.add_argument("--threads", type=int, default=None, help="runtime.intra_op_threads (default: preset's)")
+    plan.add_argument("--json", default=None, help="write the results here")
+
+
+def run(args) -> int:
+    result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- settings and models
+
+
+def preset_settings(name: str, threads: int | None = None) -> dict:
+    """The preset's task, dims and config dataclasses (``arc``, ``safety``, ``ensemble``, ``sac``, ``runtime``)."""
+    from loop_ros.core import config
+    from loop_ros.core.tasks import make_task
+
+    preset = PRESETS[name]
+    params = config.load_params_file(find_params_file(preset["params_file"])) if preset["params_file"] else {}
+    sections = {s: {k.partition(".")[2]: v for k, v in params.items() if k.startswith(s + ".")}
+                for s in ("arc", "safety", "ensemble", "sac", "runtime")}
+    for section in ("arc", "safety", "ensemble", "sac"):
+        sections[section].update(preset.get(section, {}))
+    if threads:
+        sections["runtime"]["intra_op_threads"] = threads
+    cfgs = {s: config.build_section(s, values) for s, values in sections.items()}
+    if preset["task"] == "generic":
+        from loop_ros.core.tasks.generic import GenericTask
+
+        task = GenericTask(preset["obs_dim"], preset["act_dim"])
+    else:
+        task = make_task(preset["task"])
+    return dict(task=task, **cfgs)
+
+
+def find_params_file(name: str) -> str:
+    """config/<name> from the source tree, else from the installed share directory."""
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root in (os.path.join(here, "config"), os.path.join(sys.prefix, "share", "loop_ros", "config")):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"params file {name} not found in the source tree or {sys.prefix}/share")
+
+
+def random_modules(task, ensemble_cfg, sac_cfg, seed: int = 0):
+    """Torch modules of the contract with the given sizes (weights barely trained: speed only)."""
+    import numpy as np
+
+    from loop_ros.core.ensemble import DynamicsEnsemble
+    from loop_ros.core.sac import Sac
+
+    rng = np.random.default_rng(seed)
+    S, A, n = task.obs_dim, task.act_dim, 64
+    states = rng.standard_normal((n, S)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (n, A)).astype(np.float32)
+    ensemble = DynamicsEnsemble(S, A, ensemble_cfg, seed=seed)
+    ensemble.fit(states, actions, np.zeros(n, np.float32), states + 0.01 * states, rng, max_epochs=1)
+    sac = Sac(S, A, task.action_low, task.action_high, sac_cfg, seed=seed)
+    return ensemble.planning_module(), sac.actor_module(), sac.critic_module()
+
+
+def _export_random_bundle(preset: str, out_dir: str) -> None:
+    from loop_ros.core.bundle import export_bundle
+
+    s = preset_settings(preset)
+    task = s["task"]
+    export_bundle(out_dir, *random_modules(task, s["ensemble"], s["sac"]), task=task.name,
+                  obs_dim=task.obs_dim, act_dim=task.act_dim, ensemble_size=s["ensemble"].num_elites,
+                  action_low=task.action_low, action_high=task.action_high, version=0,
+                  provenance=dict(command=f"loop-ros bench plan --preset {preset}", steps=0, seed=0,
+                                  eval_return=None, wall_time_s=0.0))
+
+
+def build_model(preset: str, backend: str, settings: dict):
+    """(PlanningModel, matmul weight sizes per graph) for the backend."""
+    from loop_ros.core.bundle import read_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        child = multiprocessing.get_context("spawn").Process(target=_export_random_bundle, args=(preset, tmp))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError("exporting the benchmark bundle failed")
+        bundle = read_bundle(tmp)
+    weights = matmul_weight_sizes(bundle)
+    if backend == "torch":
+        from loop_ros.core.torch_model import TorchPlanningModel
+
+        return TorchPlanningModel(*random_modules(settings["task"], settings["ensemble"], settings["sac"])), weights
+    from loop_ros.core.runtime import OrtPlanningModel
+
+    runtime = dataclasses.replace(settings["runtime"], device="cuda" if backend == "ort-cuda" else "cpu")
+    return OrtPlanningModel(bundle, runtime), weights
+
+
+def matmul_weight_sizes(bundle) -> dict[str, list[tuple[int, ...]]]:
+    """Shapes of the constant weights of every MatMul / Gemm in each graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    shapes = {}
+    for name in ("dynamics.onnx", "actor.onnx", "critic.onnx"):
+        graph = onnx.load_from_string(bundle.files[name]).graph
+        inits = {init.name: numpy_helper.to_array(init).shape for init in graph.initializer}
+        shapes[name.split(".")[0]] = [inits[n.input[1]] for n in graph.node
+                                      if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits]
+    return shapes
+
+
+class FlopCountingModel:
+    """Counts matmul FLOPs of every call: 2 * rows * sum of weight sizes, rows = the batch axis B.
+
+    (Dynamics weights are (K, in, out) and each member sees B rows; twin critics see B rows each.)
+    """
+
+    def __init__(self, model, weight_shapes):
+        self.model, self.flops = model, 0
+        self.ensemble_size, self.obs_dim, self.act_dim = model.ensemble_size, model.obs_dim, model.act_dim
+        self.per_row = {g: 2 * sum(int(_prod(s)) for s in shapes) for g, shapes in weight_shapes.items()}
+
+    def dynamics(self, state, action, noise):
+        self.flops += state.shape[1] * self.per_row["dynamics"]
+        return self.model.dynamics(state, action, noise)
+
+    def actor(self, state, noise):
+        self.flops += state.shape[0] * self.per_row["actor"]
+        return self.model.actor(state, noise)
+
+    def critic(self, state, action):
+        self.flops += state.shape[0] * self.per_row["critic"]
+        return self.model.critic(state, action)
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def bench_start_state(task):
+    import numpy as np
+
+    if task.name == "rc_car":
+        from loop_ros.core.tasks.rc_car import obs_from_pose
+
+        return obs_from_pose(1.0, 0.0, np.pi / 2, 0.0, task.target_speed, task.target_speed).astype(np.float32)
+    return np.random.default_rng(0).standard_normal(task.obs_dim).astype(np.float32) * 0.1
+
+
+def time_plans(planner, state, plans: int, warmup: int, seed: int = 0) -> list[float]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for _ in range(warmup):
+        planner.plan(state, rng)
+    latencies = []
+    for _ in range(plans):
+        start = time.perf_counter()
+        planner.plan(state, rng)
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def gemm_flops_per_s(rows: int, width: tuple[int, int], backend: str, runtime, repeats: int = 200) -> float:
+    """FLOP/s of a plain fp32 (rows x in) @ (in x out) product on the plan's runtime and threads."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, width[0])).astype(np.float32)
+    w = rng.standard_normal(width).astype(np.float32)
+    if backend == "torch":
+        import torch
+
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        run_once = lambda: torch.matmul(xt, wt)  # noqa: E731
+    else:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        from loop_ros.core.runtime import make_session
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width[0]])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width[1]])],
+            [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        session = make_session(model.SerializeToString(), runtime.device, runtime.intra_op_threads, spinning=True)
+        run_once = lambda: session.run(None, {"x": x})  # noqa: E731
+    for _ in range(20):
+        run_once()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - start)
+    return 2.0 * rows * width[0] * width[1] / float(np.median(times))
+
+
+def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, threads: int | None = None) -> dict:
+    import numpy as np
+
+    from loop_ros.core.arc import ArcPlanner
+
+    s = preset_settings(preset, threads)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(s["runtime"].intra_op_threads)
+    model, weight_shapes = build_model(preset, backend, s)
+    task, state = s["task"], bench_start_state(s["task"])
+
+    counter = FlopCountingModel(model, weight_shapes)
+    ArcPlanner(counter, task, s["arc"], s["safety"]).plan(state, np.random.default_rng(0))
+    flops_per_plan = counter.flops
+
+    planner = ArcPlanner(model, task, s["arc"], s["safety"])
+    latencies = np.asarray(time_plans(planner, state, plans, warmup))
+    arc = s["arc"]
+    widest = max((tuple(shape[-2:]) for shapes in weight_shapes.values() for shape in shapes), key=_prod)
+    rows = model.ensemble_size * arc.particles * arc.population
+    gemm = gemm_flops_per_s(rows, widest, backend, s["runtime"])
+    median = float(np.median(latencies))
+    return {
+        "preset": preset, "backend": backend, "providers": getattr(model, "providers", ["torch-cpu"]),
+        "plans": plans, "plans_per_s": plans / float(latencies.sum()),
+        "median_ms": 1e3 * median, "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+        "flops_per_plan": int(flops_per_plan), "achieved_gflops": flops_per_plan / median / 1e9,
+        "gemm_shape": [rows, *widest], "gemm_gflops": gemm / 1e9,
+        "flop_limit_ratio": flops_per_plan / median / gemm,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "settings": {"arc": dataclasses.asdict(arc), "safety": dataclasses.asdict(s["safety"]),
+                     "ensemble": dataclasses.asdict(s["ensemble"]), "sac": dataclasses.asdict(s["sac"]),
+                     "runtime": dataclasses.asdict(s["runtime"]), "task": task.name},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+    }
