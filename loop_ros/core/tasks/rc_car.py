@@ -1,0 +1,98 @@
+"""RC car drifting around a circle (LOOP paper Sec. 6.3, Appendix C.4, env of ref. [56]).
+
+The car should drive counter-clockwise around the circle of radius ``circle_radius``
+(1 m) around the origin at ``target_speed``; the safety constraint keeps it inside the
+1.2 m circle (``SafetyConfig.keep_in_radius``, cost via the inherited ``Task.cost``).
+
+Observation layout (``OBS_NAMES``), SI units, planar:
+    0 x, 1 y            CoM position in the world frame (m)
+    2 v_long, 3 v_lat   CoM velocity in the body frame: forward, leftward (m/s)
+    4 yaw_rate          (rad/s, counter-clockwise positive)
+    5 heading_error     yaw minus the direction of the counter-clockwise circle tangent at
+                        (x, y), wrapped to [-pi, pi) (rad)
+The heading is stored relative to the tangent because the world yaw sweeps through
++-pi every lap, and a network sees that wrap as a jump; the relative heading stays near
+0 (a few tenths while drifting) as long as the car goes the right way round, and wraps
+only when it points backwards. Yaw is recoverable as heading_error + atan2(y, x) + pi/2.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from loop_ros.core.tasks.base import Task
+
+OBS_NAMES = ("x", "y", "v_long", "v_lat", "yaw_rate", "heading_error")
+ACT_NAMES = ("throttle", "steer")
+
+
+def wrap_angle(angle: np.ndarray) -> np.ndarray:
+    """Angles to [-pi, pi)."""
+    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def obs_from_pose(x, y, yaw, vx_world, vy_world, yaw_rate) -> np.ndarray:
+    """Odometry -> observation ``(..., 6)``; arguments are scalars or arrays of one shape.
+
+    The ROS planner converts nav_msgs/Odometry with this, the sim env its MuJoCo state.
+    """
+    x, y, yaw, vx_world, vy_world, yaw_rate = np.broadcast_arrays(x, y, yaw, vx_world, vy_world, yaw_rate)
+    cos_yaw, sin_yaw = np.cos(yaw), np.sin(yaw)
+    v_long = cos_yaw * vx_world + sin_yaw * vy_world
+    v_lat = -sin_yaw * vx_world + cos_yaw * vy_world
+    heading_error = wrap_angle(yaw - np.arctan2(y, x) - 0.5 * np.pi)
+    return np.stack([x, y, v_long, v_lat, yaw_rate, heading_error], axis=-1).astype(float)
+
+
+def tangential_velocity(state: np.ndarray) -> np.ndarray:
+    """Counter-clockwise velocity along the circle through the car, ``(..., 6) -> (...)``.
+
+    The tangent frame is the body frame rotated back by heading_error, so the body
+    velocity rotated by heading_error gives (tangential, inward) components.
+    """
+    heading_error = state[..., 5]
+    return np.cos(heading_error) * state[..., 2] - np.sin(heading_error) * state[..., 3]
+
+
+class RcCarTask(Task):
+    """Drive the ``circle_radius`` circle counter-clockwise at ``target_speed``.
+
+    Reward, on the next state s' only (dimensionless, 0 at best, dense everywhere):
+        r = -|d - R| / R - ((v_t - v*) / v*)^2
+    with d = |(x, y)|, R = circle_radius, v_t the counter-clockwise tangential velocity
+    and v* = target_speed. The speed term both asks for the target speed and punishes
+    the wrong direction (v_t = -v* costs 4, standing still costs 1, as much as sitting
+    1 m off the circle). On a steady circle the CoM velocity is tangential even while
+    the body slides sideways, so a drift at v* on the circle scores the maximum 0.
+
+    Actions: throttle in [-1, 1] (motor duty cycle: 0 brakes through back-EMF, < 0
+    brakes harder and then reverses), steer in [-1, 1] (+-pi/6, positive turns left).
+    """
+
+    name = "rc_car"
+    obs_dim = 6
+    act_dim = 2
+
+    def __init__(self, target_speed: float = 2.0, circle_radius: float = 1.0):
+        if target_speed <= 0.0 or circle_radius <= 0.0:
+            raise ValueError("target_speed and circle_radius must be > 0")
+        self.target_speed = float(target_speed)
+        self.circle_radius = float(circle_radius)
+        self.action_low = -np.ones(self.act_dim)
+        self.action_high = np.ones(self.act_dim)
+
+    def reward(self, state: np.ndarray, action: np.ndarray, next_state: np.ndarray) -> np.ndarray:
+        """r(s, a, s'): states ``(..., 6)``, actions ``(..., 2)`` -> ``(...)``; depends on s' only."""
+        distance = np.hypot(next_state[..., 0], next_state[..., 1])
+        radial_error = np.abs(distance - self.circle_radius) / self.circle_radius
+        speed_error = (tangential_velocity(next_state) - self.target_speed) / self.target_speed
+        return -radial_error - speed_error**2
+
+    def position(self, state: np.ndarray) -> np.ndarray:
+        return state[..., 0:2]
+
+    def safe_action(self) -> np.ndarray:
+        """Zero throttle (the motor's back-EMF brakes the rear wheels), wheels straight."""
+        return np.zeros(self.act_dim)
+
+
+TASK_CLASS = RcCarTask
