@@ -167,7 +167,7 @@ class RuntimeConfig:
     device: str = "cpu"
     """'cpu' or 'cuda' (CUDAExecutionProvider when available, else CPU with a warning)."""
     intra_op_threads: int = 2
-    """Threads of the rollout (dynamics) session; small graphs get 1."""
+    """Threads of the rollout (dynamics) session; the actor and critic get at most 2, without spinning."""
 
     def __post_init__(self) -> None:
         _check(self.device in ("cpu", "cuda"), "runtime.device must be 'cpu' or 'cuda'")

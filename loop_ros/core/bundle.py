@@ -1,0 +1,418 @@
+"""Model bundle: the trained networks as ONNX graphs plus a manifest, on disk or as bytes.
+
+A bundle directory holds ``manifest.json``, ``dynamics.onnx``, ``actor.onnx`` and
+``critic.onnx``. The same files travel as an uncompressed tar on the ``model`` topic.
+The planner never trusts a bundle it did not verify: ``verify_bundle`` checks hashes,
+the ONNX IO contract against the manifest's dims, the caller's expectations and finite
+outputs on a probe batch, and raises ``BundleError`` naming what is wrong.
+
+torch is imported only inside the export functions: the planner process never loads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+FORMAT = "loop_ros.bundle"
+FORMAT_VERSION = 1
+OPSET = 17
+MANIFEST = "manifest.json"
+BATCH = "B"
+"""The dynamic axis of every graph; K (elites), S (obs_dim) and A (act_dim) are fixed."""
+
+CONTRACT: dict[str, dict[str, list[tuple[str, tuple[str, ...]]]]] = {
+    "dynamics.onnx": {
+        "inputs": [("state", ("K", "B", "S")), ("action", ("K", "B", "A")), ("noise", ("K", "B", "S"))],
+        "outputs": [("next_state", ("K", "B", "S")), ("reward", ("K", "B"))],
+    },
+    "actor.onnx": {
+        "inputs": [("state", ("B", "S")), ("noise", ("B", "A"))],
+        "outputs": [("action", ("B", "A"))],
+    },
+    "critic.onnx": {
+        "inputs": [("state", ("B", "S")), ("action", ("B", "A"))],
+        "outputs": [("q", ("B",))],
+    },
+}
+"""ONNX IO of each graph, in order: (name, symbolic shape); all tensors float32."""
+
+GRAPH_FILES = tuple(CONTRACT)
+BUNDLE_FILES = (MANIFEST, *GRAPH_FILES)
+PROVENANCE_KEYS = ("command", "steps", "seed", "eval_return", "wall_time_s")
+MAX_FILE_BYTES = 64 << 20
+"""Largest accepted member; the paper's HalfCheetah dynamics (K=5, 4x200) is ~3 MB."""
+MAX_BUNDLE_BYTES = 4 * MAX_FILE_BYTES
+PROBE_BATCH = 8
+_MANIFEST_TYPES = {
+    "format": str, "format_version": int, "version": int, "task": str, "obs_dim": int, "act_dim": int,
+    "ensemble_size": int, "action_low": list, "action_high": list, "sha256": dict, "io": dict,
+    "opset": int, "provenance": dict, "extra": dict,
+}
+
+
+class BundleError(ValueError):
+    """A bundle that must not be used; the message says exactly what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle in memory: the parsed manifest and the raw bytes of every file.
+
+    ``files`` maps each name of ``BUNDLE_FILES`` (manifest included, as written) to its
+    bytes, so sessions are built from bytes and the bundle re-serialises unchanged.
+    """
+
+    manifest: dict[str, Any]
+    files: dict[str, bytes]
+
+    @property
+    def version(self) -> int:
+        return self.manifest["version"]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.manifest["obs_dim"]
+
+    @property
+    def act_dim(self) -> int:
+        return self.manifest["act_dim"]
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.manifest["ensemble_size"]
+
+    @property
+    def action_low(self) -> np.ndarray:
+        return np.asarray(self.manifest["action_low"], dtype=np.float32)
+
+    @property
+    def action_high(self) -> np.ndarray:
+        return np.asarray(self.manifest["action_high"], dtype=np.float32)
+
+
+def contract_shape(symbols: tuple[str, ...], manifest: Mapping[str, Any], batch: int | str) -> tuple:
+    """``("K", "B", "S")`` -> ``(ensemble_size, batch, obs_dim)`` with the manifest's dims
+    (``batch=BATCH`` keeps the batch axis symbolic)."""
+    dims = {"K": manifest["ensemble_size"], "S": manifest["obs_dim"], "A": manifest["act_dim"], BATCH: batch}
+    return tuple(dims[s] for s in symbols)
+
+
+# ---------------------------------------------------------------- export (trainer side, torch)
+
+
+def export_bundle(
+    out_dir: str | os.PathLike,
+    dynamics_module,
+    actor_module,
+    critic_module,
+    *,
+    task: str,
+    obs_dim: int,
+    act_dim: int,
+    ensemble_size: int,
+    action_low,
+    action_high,
+    provenance: Mapping[str, Any],
+    version: int,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export three torch modules implementing ``CONTRACT`` as a bundle directory.
+
+    ``provenance`` must hold ``PROVENANCE_KEYS`` (command, steps, seed, eval_return,
+    wall_time_s); the creation time is added. ``extra`` is free-form (elite indices,
+    normaliser statistics); the normaliser itself is inside the dynamics graph. The
+    bundle is written, not verified: the reader verifies, so a bad model is refused
+    where it would be used.
+    """
+    missing = [key for key in PROVENANCE_KEYS if key not in provenance]
+    if missing:
+        raise ValueError(f"provenance lacks {missing}")
+    low, high = _float_list(action_low), _float_list(action_high)
+    if len(low) != act_dim or len(high) != act_dim or not all(lo < hi for lo, hi in zip(low, high)):
+        raise ValueError(f"action bounds {low}, {high} must be {act_dim} pairs with low < high")
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "version": int(version), "task": task,
+        "obs_dim": int(obs_dim), "act_dim": int(act_dim), "ensemble_size": int(ensemble_size),
+        "action_low": low, "action_high": high, "sha256": {}, "io": _contract_json(), "opset": OPSET,
+        "provenance": {**provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "extra": dict(extra or {}),
+    }
+    modules = dict(zip(GRAPH_FILES, (dynamics_module, actor_module, critic_module)))
+    files = {name: _export_graph(module, CONTRACT[name], manifest) for name, module in modules.items()}
+    manifest["sha256"] = {name: _sha256(data) for name, data in files.items()}
+    # numpy values (e.g. normaliser statistics in ``extra``) are written as lists
+    files[MANIFEST] = json.dumps(manifest, indent=2, default=lambda value: np.asarray(value).tolist()).encode()
+    return write_bundle(Bundle(manifest, files), out_dir)
+
+
+def _export_graph(module, spec, manifest: Mapping[str, Any]) -> bytes:
+    """ONNX bytes of one module via the legacy exporter (fast, weights embedded, no .data file)."""
+    import torch
+
+    device = next(module.parameters(), torch.zeros(())).device
+    # B = 2, not 1: the tracer may specialise a batch of 1 despite dynamic_axes.
+    args = tuple(torch.zeros(contract_shape(shape, manifest, 2), device=device) for _, shape in spec["inputs"])
+    named = spec["inputs"] + spec["outputs"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+        torch.onnx.export(
+            module, args, buffer, input_names=[n for n, _ in spec["inputs"]],
+            output_names=[n for n, _ in spec["outputs"]],
+            dynamic_axes={name: {shape.index(BATCH): BATCH} for name, shape in named},
+            opset_version=OPSET, dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- files, bytes
+
+
+def read_bundle(directory: str | os.PathLike) -> Bundle:
+    """Read a bundle directory (not verified: call ``verify_bundle``)."""
+    directory = Path(directory)
+    files = {}
+    for name in BUNDLE_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"missing file {name} in bundle {directory}")
+        files[name] = path.read_bytes()
+    return _bundle_from_files(files)
+
+
+def write_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
+    """Write the files of ``bundle`` into ``directory``; the manifest goes last and each
+    file is replaced atomically, so a reader never sees a manifest without its graphs."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (*GRAPH_FILES, MANIFEST):
+        tmp = directory / f".{name}.tmp"
+        tmp.write_bytes(bundle.files[name])
+        os.replace(tmp, directory / name)
+    return directory
+
+
+def bundle_to_bytes(source: Bundle | str | os.PathLike) -> bytes:
+    """Uncompressed tar of the bundle files in ``BUNDLE_FILES`` order, zero timestamps:
+    the same bundle always gives the same bytes."""
+    bundle = source if isinstance(source, Bundle) else read_bundle(source)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in BUNDLE_FILES:
+            data = bundle.files[name]
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def bundle_from_bytes(data: bytes) -> Bundle:
+    """Parse ``bundle_to_bytes`` output in memory; nothing is extracted to disk.
+
+    Only regular members with the flat names of ``BUNDLE_FILES`` are accepted, each at
+    most ``MAX_FILE_BYTES``; anything else is refused (not verified: call ``verify_bundle``).
+    """
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                _check_member(member, files)
+                files[member.name] = tar.extractfile(member).read()
+    except tarfile.TarError as error:
+        raise BundleError(f"bundle bytes are not a readable uncompressed tar: {error}") from error
+    return _bundle_from_files(files)
+
+
+def _check_member(member: tarfile.TarInfo, seen: Mapping[str, bytes]) -> None:
+    name = member.name
+    if "/" in name or "\\" in name or ".." in name:
+        raise BundleError(f"refused tar member {name!r}: only flat file names are allowed")
+    if not member.isfile():
+        raise BundleError(f"refused tar member {name!r}: not a regular file")
+    if name not in BUNDLE_FILES:
+        raise BundleError(f"refused tar member {name!r}: expected only {list(BUNDLE_FILES)}")
+    if name in seen:
+        raise BundleError(f"refused tar member {name!r}: duplicate")
+    if member.size > MAX_FILE_BYTES:
+        raise BundleError(f"refused tar member {name!r}: {member.size} bytes exceeds {MAX_FILE_BYTES}")
+
+
+def _bundle_from_files(files: dict[str, bytes]) -> Bundle:
+    missing = [name for name in BUNDLE_FILES if name not in files]
+    if missing:
+        raise BundleError(f"missing file(s) {missing} in bundle")
+    return Bundle(_parse_manifest(files[MANIFEST]), files)
+
+
+def _parse_manifest(raw: bytes) -> dict[str, Any]:
+    """The manifest as a dict whose fields all exist with the right types."""
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{MANIFEST} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{MANIFEST} is not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{MANIFEST} format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    for key, kind in _MANIFEST_TYPES.items():
+        if not isinstance(manifest.get(key), kind) or (kind is int and not _is_number(manifest[key])):
+            raise BundleError(f"{MANIFEST} field {key!r} is missing or not of type {kind.__name__}")
+    if manifest["io"] != _contract_json():
+        raise BundleError(f"{MANIFEST} IO contract differs from this loop_ros version's: {manifest['io']}")
+    if min(manifest["obs_dim"], manifest["act_dim"], manifest["ensemble_size"]) < 1:
+        raise BundleError(f"{MANIFEST} dims must be >= 1")
+    for key in ("action_low", "action_high"):
+        values = manifest[key]
+        if len(values) != manifest["act_dim"] or not all(_is_number(v) for v in values):
+            raise BundleError(f"{MANIFEST} {key} must be {manifest['act_dim']} numbers (act_dim), got {values}")
+    return manifest
+
+
+def _contract_json() -> dict[str, Any]:
+    """``CONTRACT`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(CONTRACT))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _float_list(values) -> list[float]:
+    return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+# ---------------------------------------------------------------- verification
+
+
+def verify_bundle(bundle: Bundle, expected: Mapping[str, Any] | None = None) -> None:
+    """Raise ``BundleError`` unless ``bundle`` is safe to plan with.
+
+    Checks, in order: manifest fields against ``expected`` (e.g. ``{"task": "rc_car",
+    "obs_dim": 6, "act_dim": 2}``), sha256 of each graph, that each graph parses, that
+    its inputs/outputs match ``CONTRACT`` with the manifest's K, S, A and a dynamic B,
+    and that a deterministic probe batch gives finite outputs of the contract's shapes.
+    """
+    _check_expected(bundle.manifest, expected or {})
+    for name in GRAPH_FILES:
+        _check_hash(bundle, name)
+    sessions = {name: _probe_session(name, bundle.files[name]) for name in GRAPH_FILES}
+    for name, session in sessions.items():
+        _check_io(name, session, bundle)
+    for name, session in sessions.items():
+        _check_probe(name, session, bundle)
+
+
+def _check_expected(manifest: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    for key, want in expected.items():
+        if key not in manifest:
+            raise BundleError(f"bundle manifest has no field {key!r} to compare with the expected {want!r}")
+        have = manifest[key]
+        if isinstance(want, (list, tuple, np.ndarray)):
+            same = np.shape(have) == np.shape(want) and np.allclose(have, want)
+        else:
+            same = have == want
+        if not same:
+            raise BundleError(f"bundle {key} is {have!r}, expected {want!r}")
+
+
+def _check_hash(bundle: Bundle, name: str) -> None:
+    want = bundle.manifest["sha256"].get(name)
+    have = _sha256(bundle.files[name])
+    if have != want:
+        raise BundleError(f"sha256 mismatch for {name}: file has {have}, manifest says {want}")
+
+
+def _probe_session(name: str, data: bytes):
+    """A minimal CPU session used only for verification (one thread, no spinning)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own Exception subclasses for any bad model
+        raise BundleError(f"cannot parse {name} as an ONNX model: {error}") from error
+
+
+def _check_io(name: str, session, bundle: Bundle) -> None:
+    for kind, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        spec = CONTRACT[name][kind]
+        have_names = [arg.name for arg in args]
+        if have_names != [n for n, _ in spec]:
+            raise BundleError(f"{name} {kind} are {have_names}, the contract says {[n for n, _ in spec]}")
+        for arg, (arg_name, symbols) in zip(args, spec):
+            if arg.type != "tensor(float)":
+                raise BundleError(f"{name} {arg_name} is {arg.type}, the contract says tensor(float)")
+            want = list(contract_shape(symbols, bundle.manifest, BATCH))
+            if not _shape_matches(arg.shape, want):
+                raise BundleError(
+                    f"{name} {arg_name} has shape {arg.shape}, the manifest's dims give {want} ({BATCH} dynamic)"
+                )
+
+
+def _shape_matches(shape: list, want: list) -> bool:
+    """Equal fixed dims, and any symbolic (non-integer) dim where ``want`` has ``BATCH``."""
+    return len(shape) == len(want) and all(
+        not isinstance(have, int) if dim == BATCH else have == dim for have, dim in zip(shape, want)
+    )
+
+
+def _probe_inputs(name: str, bundle: Bundle) -> dict[str, np.ndarray]:
+    """Deterministic inputs for one graph: N(0, 1) states and noise, uniform actions in bounds."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for arg_name, symbols in CONTRACT[name]["inputs"]:
+        shape = contract_shape(symbols, bundle.manifest, PROBE_BATCH)
+        if arg_name == "action":
+            feeds[arg_name] = rng.uniform(bundle.action_low, bundle.action_high, shape).astype(np.float32)
+        else:
+            feeds[arg_name] = rng.standard_normal(shape, dtype=np.float32)
+    return feeds
+
+
+def _check_probe(name: str, session, bundle: Bundle) -> None:
+    try:
+        outputs = session.run(None, _probe_inputs(name, bundle))
+    except Exception as error:  # any ORT failure on a well-formed batch means an unusable graph
+        raise BundleError(f"{name} fails on the probe batch: {error}") from error
+    for value, (arg_name, symbols) in zip(outputs, CONTRACT[name]["outputs"]):
+        want = contract_shape(symbols, bundle.manifest, PROBE_BATCH)
+        if value.shape != want:
+            raise BundleError(f"{name} output {arg_name} has shape {value.shape} on the probe batch, expected {want}")
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise BundleError(
+                f"{name} output {arg_name} is not finite on the probe batch ({bad} of {value.size} values)"
+            )
+    if name == "actor.onnx":
+        _check_action_bounds(outputs[0], bundle)
+
+
+def _check_action_bounds(action: np.ndarray, bundle: Bundle) -> None:
+    slack = 1e-5 * (bundle.action_high - bundle.action_low)
+    if np.any(action < bundle.action_low - slack) or np.any(action > bundle.action_high + slack):
+        raise BundleError(
+            f"actor.onnx actions leave the bounds [{bundle.action_low}, {bundle.action_high}] on the probe batch"
+        )

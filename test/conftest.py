@@ -1,0 +1,31 @@
+"""Shared fixtures of the bundle and runtime tests (torch is imported only when used)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+PROVENANCE = {"command": "pytest", "steps": 0, "seed": 0, "eval_return": 0.0, "wall_time_s": 0.0}
+
+
+@pytest.fixture
+def tiny_modules():
+    """Factory: ``tiny_modules(obs_dim, act_dim, K)`` -> contract-conforming (dynamics, actor, critic)."""
+    from contract_modules import make_tiny_modules
+
+    return make_tiny_modules
+
+
+@pytest.fixture
+def export_tiny_bundle(tmp_path, tiny_modules):
+    """Factory: export tiny modules (or the given ``modules``) as a bundle directory; returns its path."""
+    from loop_ros.core.bundle import export_bundle
+
+    def export(obs_dim=6, act_dim=2, ensemble_size=3, task="rc_car", version=1, name="bundle", modules=None):
+        dynamics, actor, critic = modules or tiny_modules(obs_dim, act_dim, ensemble_size)
+        return export_bundle(
+            tmp_path / name, dynamics, actor, critic, task=task, obs_dim=obs_dim, act_dim=act_dim,
+            ensemble_size=ensemble_size, action_low=-np.ones(act_dim), action_high=np.ones(act_dim),
+            provenance=dict(PROVENANCE), version=version,
+        )
+
+    return export
