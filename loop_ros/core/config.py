@@ -197,6 +197,20 @@ class TaskConfig:
         _check(self.controller in CONTROLLERS, f"task.controller must be one of {CONTROLLERS}")
 
 
+@dataclass(frozen=True)
+class SimConfig:
+    """The MuJoCo sim node around the task's environment."""
+
+    episode_steps: int = 500
+    """Control steps per episode (500 at 50 Hz = 10 s); the episode then resets."""
+    action_timeout_s: float = 0.2
+    """With no valid action for this long the sim applies the task's safe action (brake)."""
+
+    def __post_init__(self) -> None:
+        _check(self.episode_steps >= 1, "sim.episode_steps must be >= 1")
+        _check(self.action_timeout_s > 0.0, "sim.action_timeout_s must be > 0")
+
+
 SECTIONS: dict[str, type] = {
     "arc": ArcConfig,
     "safety": SafetyConfig,
@@ -204,6 +218,7 @@ SECTIONS: dict[str, type] = {
     "sac": SacConfig,
     "runtime": RuntimeConfig,
     "task": TaskConfig,
+    "sim": SimConfig,
 }
 
 
