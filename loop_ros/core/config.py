@@ -261,6 +261,22 @@ def field_docs(section: str) -> dict[str, str]:
     return docs
 
 
+def markdown_parameter_table() -> str:
+    """README's parameter table: one row per field of every section."""
+    import typing
+
+    rows = ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]
+    for section, cls in SECTIONS.items():
+        docs, hints = field_docs(section), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            kind = f"{typing.get_args(hint)[0].__name__}[]" if typing.get_origin(hint) is tuple else hint.__name__
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            doc = docs.get(f.name, "").replace("|", "\\|")
+            rows.append(f"| `{section}.{f.name}` | {kind} | `{default}` | {doc} |")
+    return "\n".join(rows)
+
+
 def section_fields(section: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
 
