@@ -1,0 +1,29 @@
+"""Sim-in-the-loop RC car: the ``sim`` and ``planner`` nodes with ``config/rc_car.yaml``.
+
+    ros2 launch loop_ros rc_car.launch.py [params_file:=/path/to/params.yaml]
+
+``loop-ros up rc_car`` starts the same executables with the same params file on machines
+without ros2 launch.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+NODES = ("sim", "planner")
+"""Executables (setup.py console_scripts), started in this order, each named after itself."""
+
+
+def generate_launch_description() -> LaunchDescription:
+    params_file = DeclareLaunchArgument(
+        "params_file",
+        default_value=PathJoinSubstitution([FindPackageShare("loop_ros"), "config", "rc_car.yaml"]),
+        description="ROS 2 params file of every node (fields of loop_ros/core/config.py)",
+    )
+    nodes = [
+        Node(package="loop_ros", executable=name, name=name, output="screen",
+             parameters=[LaunchConfiguration("params_file")])
+        for name in NODES
+    ]
+    return LaunchDescription([params_file, *nodes])

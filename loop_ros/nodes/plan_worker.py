@@ -1,0 +1,233 @@
+"""The planner node's control logic without ROS: the planning thread and the tick's choice.
+
+DESIGN.md section 5: a timer publishes exactly one action per tick and never waits for
+the planner. ``PlanWorker`` plans in its own thread on the newest valid state (older
+ones are skipped) and leaves its result in ``latest_plan``; ``tick_source`` decides, from
+what is there at the tick, which action the tick publishes. Settings edits and model
+swaps reach the planner only between two plans, inside the worker thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from loop_ros.core.arc import ArcPlanner
+
+# What a tick published, by reason (DESIGN.md section 5)
+PLAN = "plan"            # first action of a plan finished since the last tick
+ACTOR = "actor"          # deadline miss: the actor's action on the latest state
+NO_MODEL = "no_model"    # no plan and no model to ask: safe action
+STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
+INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
+NO_STATE = "no_state"    # nothing received yet: safe action
+TICK_SOURCES = (PLAN, ACTOR, NO_MODEL, STALE, INVALID, NO_STATE)
+
+
+@dataclass(frozen=True)
+class StateSample:
+    obs: np.ndarray  # (S,) float32
+    received: float  # time.monotonic() at arrival: hosts' clocks may differ, arrival times do not
+    seq: int  # arrival counter
+
+
+@dataclass(frozen=True)
+class Plan:
+    seq: int  # plan counter
+    state: StateSample  # the state it was planned on
+    action: np.ndarray  # (A,) to execute
+    mean_actions: np.ndarray  # (H, A)
+    metrics: dict
+    latency_s: float
+    actor_divergence: float  # |planned action - actor action| on the same state
+
+
+def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan: Plan | None,
+                last_plan_seq: int, timeout_s: float, has_model: bool) -> str:
+    """Which action a tick at ``now`` publishes (one of ``TICK_SOURCES``)."""
+    if state_invalid:
+        return INVALID
+    if state is None:
+        return NO_STATE
+    if now - state.received > timeout_s:
+        return STALE
+    if plan is not None and plan.seq > last_plan_seq and now - plan.state.received <= timeout_s:
+        return PLAN
+    return ACTOR if has_model else NO_MODEL
+
+
+class PlanStats:
+    """Counters and recent latencies of the worker, safe to read from other threads."""
+
+    def __init__(self, window: int = 1000):
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=window)
+        self._divergences: deque[float] = deque(maxlen=window)
+        self.counts: Counter[str] = Counter()
+        self.last_n_feasible: int | None = None
+
+    def record(self, plan: Plan) -> None:
+        with self._lock:
+            self._latencies.append(plan.latency_s)
+            self._divergences.append(plan.actor_divergence)
+            self.counts["plans"] += 1
+            self.counts["all_infeasible"] += bool(plan.metrics.get("all_infeasible", False))
+            self.last_n_feasible = plan.metrics.get("n_feasible")
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """plans, all_infeasible, plan_errors, skipped_stale, n_feasible (last plan),
+        plan latency median / p99 (ms) and mean actor divergence over the window."""
+        with self._lock:
+            latencies = np.array(self._latencies)
+            divergences = np.array(self._divergences)
+            counters = ("plans", "all_infeasible", "plan_errors", "skipped_stale")
+            snap: dict[str, Any] = {name: self.counts[name] for name in counters}
+            snap["n_feasible"] = self.last_n_feasible
+        snap["plan_latency_median_ms"] = float(np.median(latencies) * 1e3) if latencies.size else None
+        snap["plan_latency_p99_ms"] = float(np.percentile(latencies, 99) * 1e3) if latencies.size else None
+        snap["actor_divergence"] = float(divergences.mean()) if divergences.size else None
+        return snap
+
+
+class PlanWorker:
+    """Plans in a thread on the newest valid state with the settings and model in effect.
+
+    ``configs`` is the ``{section: dataclass}`` mapping of the planner node (arc, safety,
+    task, ...). ``holder.current`` is the model (None: nothing to plan with). ``make_planner``
+    builds a planner (``ArcPlanner``'s signature); a planner must offer plan / reset /
+    with_settings / with_model / predict_states like ``ArcPlanner``.
+    """
+
+    def __init__(self, task, holder, configs: dict, make_planner: Callable = ArcPlanner,
+                 on_error: Callable[[str], None] = lambda message: None,
+                 predict_interval_s: float = 0.1):
+        self.task, self.holder = task, holder
+        self._make_planner, self._on_error = make_planner, on_error
+        self._predict_interval_s = predict_interval_s
+        self._cond = threading.Condition()
+        self._state: StateSample | None = None
+        self._planned_seq = -1
+        self._pending_configs: dict | None = configs
+        self._reset_requested = False
+        self._stopping = False
+        self._model = None
+        self._rng = np.random.default_rng(configs["task"].seed)
+        self._last_predict = -np.inf
+        self.configs: dict = configs
+        self.configs_applied_at = 0.0  # time.monotonic() when the worker last applied new settings
+        self.planner = None
+        self.latest_plan: Plan | None = None
+        self.latest_mean_states: np.ndarray | None = None  # (H+1, S), refreshed every predict_interval_s
+        self.stats = PlanStats()
+        self._thread = threading.Thread(target=self._run, name="plan-worker", daemon=True)
+
+    # ------------------------------------------------------------ called from other threads
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+
+    def offer_state(self, sample: StateSample) -> None:
+        with self._cond:
+            self._state = sample
+            self._cond.notify()
+
+    def offer_configs(self, configs: dict) -> None:
+        with self._cond:
+            self._pending_configs = configs
+            self._cond.notify()
+
+    def request_reset(self) -> None:
+        """Forget the warm start before the next plan (a new episode began)."""
+        with self._cond:
+            self._reset_requested = True
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """Look at ``holder.current`` now (a model was swapped in)."""
+        with self._cond:
+            self._cond.notify()
+
+    # ------------------------------------------------------------ the worker thread
+    def _has_work(self) -> bool:
+        new_state = self._state is not None and self._state.seq > self._planned_seq
+        return (self._stopping or new_state or self._pending_configs is not None
+                or self._reset_requested or self.holder.current is not self._model)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._has_work, timeout=0.1)
+                if self._stopping:
+                    return
+                sample = self._state if self._state is not None and self._state.seq > self._planned_seq else None
+                configs, self._pending_configs = self._pending_configs, None
+                reset, self._reset_requested = self._reset_requested, False
+            try:
+                self._update_planner(configs, reset)
+                if sample is not None:
+                    self._planned_seq = sample.seq
+                    self._plan(sample)
+            except Exception as error:  # a failing plan must not kill the thread: ticks fall back
+                self.stats.count("plan_errors")
+                self._on_error(f"planning failed: {error!r}")
+
+    def _update_planner(self, configs: dict | None, reset: bool) -> None:
+        model = self.holder.current
+        if configs is not None:
+            if configs["task"].seed != self.configs["task"].seed:
+                self._rng = np.random.default_rng(configs["task"].seed)
+            self.configs = configs
+            self.configs_applied_at = time.monotonic()
+        if configs is not None or model is not self._model:
+            self.planner = self._planner_for(model)
+            self._model = model
+        if reset and self.planner is not None:
+            self.planner.reset()
+
+    def _planner_for(self, model):
+        """The planner for ``model`` and the current settings; keeps the warm start when it can."""
+        if model is None:
+            return None
+        arc, safety, controller = self.configs["arc"], self.configs["safety"], self.configs["task"].controller
+        planner = self.planner
+        if planner is None or planner.controller != controller:
+            return self._make_planner(model, self.task, arc, safety, controller)
+        if planner.model is not model:
+            planner = planner.with_model(model)
+        return planner.with_settings(arc=arc, safety=safety)
+
+    def _plan(self, sample: StateSample) -> None:
+        planner = self.planner
+        if planner is None:
+            return
+        if time.monotonic() - sample.received > self.configs["task"].state_timeout_s:
+            self.stats.count("skipped_stale")  # the tick will not use it anyway
+            return
+        start = time.perf_counter()
+        result = planner.plan(sample.obs, self._rng)
+        latency = time.perf_counter() - start
+        action = np.asarray(result.action, dtype=np.float64)
+        if action.shape != (self.task.act_dim,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"planner returned a non-finite or misshapen action {action}")
+        actor = planner.model.actor(sample.obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
+        seq = self.latest_plan.seq + 1 if self.latest_plan is not None else 0
+        plan = Plan(seq, sample, action, result.mean_actions, dict(result.metrics), latency,
+                    float(np.linalg.norm(action - actor)))
+        self.latest_plan = plan
+        self.stats.record(plan)
+        if start - self._last_predict >= self._predict_interval_s:  # the plan view is for people: 10 Hz is plenty
+            self._last_predict = start
+            self.latest_mean_states = planner.predict_states(sample.obs, result.mean_actions)

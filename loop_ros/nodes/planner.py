@@ -1,0 +1,226 @@
+"""Planner node: ``state`` in, exactly one ``action`` per tick out (DESIGN.md sections 4 and 5).
+
+Topics: subscribes ``state`` (nav_msgs/Odometry for tasks with ``obs_from_pose``, else
+std_msgs/Float64MultiArray of the observation), ``episode`` (a new episode resets the warm
+start) and ``model`` (bundle bytes); publishes ``action`` (Float64MultiArray), ``plan``
+(nav_msgs/Path of the planned mean positions) and ``/diagnostics``. Parameters: every field
+of the arc, safety, runtime and task sections (``config/<task>.yaml``), validated before
+they apply; ``task.name`` and ``task.control_rate_hz`` are fixed at start.
+
+Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-file config/rc_car.yaml``
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections import Counter, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry, Path
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+
+from loop_ros.core.runtime import ModelHolder
+from loop_ros.core.tasks import TASK_MODULES, make_task
+from loop_ros.nodes import data_path, run_node
+from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions, pose_from_odometry
+from loop_ros.nodes.model_loader import ModelLoader
+from loop_ros.nodes.params import ParameterBinding
+from loop_ros.nodes.plan_worker import (ACTOR, INVALID, NO_MODEL, PLAN, STALE, TICK_SOURCES, PlanWorker, StateSample,
+                                        tick_source)
+
+SECTIONS = ("arc", "safety", "runtime", "task")
+FIXED = ("task.name", "task.control_rate_hz")
+DIAGNOSTICS_PERIOD_S = 1.0
+PATH_PERIOD_S = 0.1
+LATEST_ONLY = QoSProfile(depth=1)
+MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def status_name(node_name: str) -> str:
+    """Name of the node's DiagnosticStatus, e.g. ``/planner: planning``."""
+    return f"{node_name}: planning"
+
+
+def state_reader(task):
+    """(message type, msg -> obs (S,) or None) for the task's ``state`` topic."""
+    obs_from_pose = getattr(importlib.import_module(TASK_MODULES[task.name]), "obs_from_pose", None)
+    if obs_from_pose is None:
+        return Float64MultiArray, lambda msg: checked_vector(msg, task.obs_dim)
+
+    def from_odometry(msg):
+        pose = pose_from_odometry(msg)
+        return None if pose is None else obs_from_pose(*pose)
+
+    return Odometry, from_odometry
+
+
+class PlannerNode(Node):
+    """ARC / safeARC planning in a worker thread behind a fixed-rate action timer."""
+
+    def __init__(self, node_name: str = "planner"):
+        super().__init__(node_name)
+        self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
+        configs = self.params.configs
+        self.task = make_task(configs["task"].name)
+        self.safe_action = np.asarray(self.task.safe_action(), dtype=float)
+        self.holder = ModelHolder()
+        self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
+        self.loader = ModelLoader(self.holder, {"task": self.task.name, "obs_dim": self.task.obs_dim,
+                                                "act_dim": self.task.act_dim}, self.worker.wake, self._log)
+        self.counts: Counter[str] = Counter()
+        self.invalid_states = 0
+        self._state: StateSample | None = None
+        self._state_invalid = False
+        self._last_plan_seq = -1
+        self._first_tick = self._last_tick = 0.0
+        self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
+        self._edit_accepted_at: float | None = None
+        self._published_states = None
+        self._make_interfaces(state_reader(self.task), configs["task"].control_rate_hz)
+        self._bundle_source = None
+        self.worker.start()
+        self._load_bundle(configs)
+
+    def _make_interfaces(self, reader, rate_hz: float) -> None:
+        # One executor thread runs these (see nodes.run_node); each callback is short, and
+        # rclpy's executor serves ready timers before subscriptions, so the tick is never starved.
+        state_type, self._obs_from_msg = reader
+        self.action_pub = self.create_publisher(Float64MultiArray, "action", 10)
+        self.plan_pub = self.create_publisher(Path, "plan", 1)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(state_type, "state", self._on_state, LATEST_ONLY)
+        self.create_subscription(String, "episode", lambda _: self.worker.request_reset(), 10)
+        self.create_subscription(UInt8MultiArray, "model", self._on_model, MODEL_QOS)
+        self.create_timer(1.0 / rate_hz, self._on_tick)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.create_timer(PATH_PERIOD_S, self._publish_path)
+
+    # ------------------------------------------------------------ control path
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        state, plan, model = self._state, self.worker.latest_plan, self.holder.current
+        timeout = self.params.configs["task"].state_timeout_s
+        source = tick_source(now, state, self._state_invalid, plan, self._last_plan_seq, timeout, model is not None)
+        action = self.safe_action
+        if source == PLAN:
+            action, self._last_plan_seq = plan.action, plan.seq
+        elif source == ACTOR:
+            action = self._actor_action(model, state.obs)
+        self.action_pub.publish(float_array(action))
+        self.counts[source] += 1
+        if self._last_tick:
+            self._tick_periods.append(now - self._last_tick)
+        self._first_tick = self._first_tick or now
+        self._last_tick = now
+
+    def _actor_action(self, model, obs: np.ndarray) -> np.ndarray:
+        action = model.actor(obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
+        return action if np.all(np.isfinite(action)) else self.safe_action
+
+    def _on_state(self, msg) -> None:
+        obs = self._obs_from_msg(msg)
+        if obs is None or obs.shape != (self.task.obs_dim,) or not np.all(np.isfinite(obs)):
+            self._state_invalid = True
+            self.invalid_states += 1
+            self.get_logger().warning("invalid state (non-finite or wrong size) ignored; publishing the safe action",
+                                      throttle_duration_sec=2.0)
+            return
+        seq = self._state.seq + 1 if self._state is not None else 0
+        self._state = StateSample(obs.astype(np.float32), time.monotonic(), seq)
+        self._state_invalid = False
+        self.worker.offer_state(self._state)
+
+    # ------------------------------------------------------------ settings and models
+    def _on_settings(self, configs: dict) -> None:
+        self._edit_accepted_at = time.monotonic()
+        self.worker.offer_configs(configs)
+        self._load_bundle(configs)
+
+    def _load_bundle(self, configs: dict) -> None:
+        """(Re)load the bundle directory when its path or the runtime settings changed."""
+        source = (configs["task"].bundle, configs["runtime"])
+        if source != self._bundle_source:
+            self._bundle_source = source
+            self.loader.load_directory(data_path(configs["task"].bundle), configs["runtime"])
+
+    def _on_model(self, msg: UInt8MultiArray) -> None:
+        self.loader.load_bytes(bytes(msg.data), self.params.configs["runtime"])
+
+    def _log(self, level: str, text: str) -> None:
+        getattr(self.get_logger(), {"warn": "warning"}.get(level, level))(text)
+
+    def _log_error(self, text: str) -> None:
+        self.get_logger().error(text, throttle_duration_sec=2.0)
+
+    # ------------------------------------------------------------ reporting
+    def summary(self) -> dict:
+        """Counters of the run so far (also the ``--summary`` file and the diagnostics values)."""
+        ticks = sum(self.counts.values())
+        span = self._last_tick - self._first_tick if ticks > 1 else 0.0
+        summary = {
+            "ticks": ticks,
+            "achieved_hz": (ticks - 1) / span if span > 0 else 0.0,
+            "tick_period_p99_ms": _percentile_ms(self._tick_periods, 99),
+            "tick_period_max_ms": _percentile_ms(self._tick_periods, 100),
+            "deadline_misses": self.counts[ACTOR],
+            "stale_states": self.counts[STALE],
+            "invalid_states": self.invalid_states,
+            "invalid_state_ticks": self.counts[INVALID],
+            "no_model_ticks": self.counts[NO_MODEL],
+            "ticks_by_source": {source: self.counts[source] for source in TICK_SOURCES},
+            "model_version": self.holder.version,
+            "bundle_errors": self.loader.errors,
+            "controller": self.params.configs["task"].controller,
+        }
+        summary.update(self.worker.stats.snapshot())
+        return summary
+
+    def _publish_diagnostics(self) -> None:
+        values = self.summary()
+        values.pop("ticks_by_source")
+        safety = self.worker.configs["safety"]
+        values.update({"safety.enabled": safety.enabled, "safety.keep_in_radius": safety.keep_in_radius,
+                       "safety.d0": safety.d0, "model_status": self.loader.status,
+                       "bundle_last_error": self.loader.last_error})
+        accepted, applied = self._edit_accepted_at, self.worker.configs_applied_at
+        if accepted is not None:
+            values["last_edit_applied_after_ms"] = (applied - accepted) * 1e3 if applied >= accepted else "pending"
+        level, message = DiagnosticStatus.OK, "planning"
+        if self.holder.current is None:
+            level = DiagnosticStatus.ERROR if self.loader.errors else DiagnosticStatus.WARN
+            message = self.loader.status
+        elif self.loader.last_error:
+            level, message = DiagnosticStatus.WARN, self.loader.last_error + " (planning with the old model)"
+        msg = diagnostics(self.get_clock().now().to_msg(), status_name(self.get_fully_qualified_name()),
+                          "loop_ros", level, message, values)
+        self.diagnostics_pub.publish(msg)
+
+    def _publish_path(self) -> None:
+        states = self.worker.latest_mean_states
+        if states is None or states is self._published_states:
+            return
+        self._published_states = states
+        positions = self.task.position(states)
+        self.plan_pub.publish(path_from_positions(positions, self.get_clock().now().to_msg()))
+
+    def close(self) -> dict:
+        """Stop the worker and the loader; returns the summary."""
+        self.worker.stop()
+        self.loader.stop()
+        return self.summary()
+
+
+def _percentile_ms(seconds, q: float) -> float | None:
+    values = np.array(seconds)
+    return float(np.percentile(values, q) * 1e3) if values.size else None
+
+
+def main(argv=None) -> int:
+    return run_node(PlannerNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

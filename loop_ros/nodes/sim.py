@@ -1,0 +1,153 @@
+"""Sim node: the MuJoCo RC car stepped in wall-clock real time.
+
+Each tick (``task.control_rate_hz``) applies the latest ``action`` (std_msgs/Float64MultiArray,
+throttle and steer; zero-order hold), steps ``RcCarEnv`` one control step and publishes
+``state`` (nav_msgs/Odometry, REP-105: pose in ``odom``, twist in ``base_link``). Without a
+valid action for ``sim.action_timeout_s`` it brakes (the task's safe action). Episodes end
+after ``sim.episode_steps`` or when the car crashes; each one's statistics go out on
+``episode`` (std_msgs/String, one JSON object). Parameters: task, safety, sim sections.
+
+Run: ``python -m loop_ros.nodes.sim [--summary FILE] --ros-args --params-file config/rc_car.yaml``
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from std_msgs.msg import Float64MultiArray, String
+
+from loop_ros.core.config import ConfigError
+from loop_ros.nodes import run_node
+from loop_ros.nodes.messages import checked_vector, odometry_from_pose
+from loop_ros.nodes.params import ParameterBinding
+
+SECTIONS = ("task", "safety", "sim")
+FIXED = ("task.name", "task.control_rate_hz")
+SIMULATED_TASKS = ("rc_car",)
+
+
+@dataclass
+class EpisodeStats:
+    """Running statistics of one episode (``violations``: steps with cost > 0)."""
+
+    episode: int
+    steps: int = 0
+    reward: float = 0.0
+    cost: float = 0.0
+    violations: int = 0
+    speed_sum: float = 0.0
+    terminated: bool = False
+
+    def add(self, reward: float, cost: float, speed: float) -> None:
+        self.steps += 1
+        self.reward += reward
+        self.cost += cost
+        self.violations += cost > 0
+        self.speed_sum += speed
+
+    def as_dict(self) -> dict:
+        """The ``episode`` message: episode, return, cost, violations, mean_speed, steps, terminated."""
+        return {"episode": self.episode, "return": self.reward, "cost": self.cost,
+                "violations": int(self.violations), "mean_speed": self.speed_sum / max(self.steps, 1),
+                "steps": self.steps, "terminated": self.terminated}
+
+
+class SimNode(Node):
+    """Real-time RC car simulation behind ``state`` / ``action`` topics."""
+
+    def __init__(self, node_name: str = "sim"):
+        super().__init__(node_name)
+        self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
+        configs = self.params.configs
+        if configs["task"].name not in SIMULATED_TASKS:
+            raise ConfigError(f"task.name: the sim node simulates {SIMULATED_TASKS}, not {configs['task'].name!r}")
+        from loop_ros.sim.rc_car_env import RcCarEnv  # mujoco: imported only by the node that simulates
+
+        self.env = RcCarEnv(episode_steps=configs["sim"].episode_steps, seed=configs["task"].seed,
+                            control_dt=1.0 / configs["task"].control_rate_hz, safety=configs["safety"])
+        self.safe_action = np.asarray(self.env.task.safe_action(), dtype=float)
+        self._action: np.ndarray | None = None
+        self._action_received = -np.inf
+        self.braked_ticks = 0
+        self.invalid_actions = 0
+        self.episodes: list[dict] = []
+        self.current = EpisodeStats(episode=0)
+        self._total_speed = 0.0
+        self._total_steps = 0
+        self._first_tick = self._last_tick = 0.0
+        self.state_pub = self.create_publisher(Odometry, "state", 10)
+        self.episode_pub = self.create_publisher(String, "episode", 10)
+        self.create_subscription(Float64MultiArray, "action", self._on_action, QoSProfile(depth=1))
+        self.create_timer(1.0 / configs["task"].control_rate_hz, self._on_tick)
+
+    def _on_settings(self, configs: dict) -> None:
+        # Reference assignments, read by the env at its next step: no edit lands mid-step.
+        self.env.safety = configs["safety"]
+        self.env.episode_steps = configs["sim"].episode_steps
+
+    def _on_action(self, msg: Float64MultiArray) -> None:
+        action = checked_vector(msg, len(self.safe_action))
+        if action is None:
+            self.invalid_actions += 1
+            self.get_logger().warning("invalid action (non-finite or wrong size): braking", throttle_duration_sec=2.0)
+        self._action = action
+        self._action_received = time.monotonic()
+
+    def _held_action(self, now: float) -> np.ndarray:
+        """Zero-order hold of the latest valid action; the safe action once it is too old or invalid."""
+        action = self._action
+        if action is None or now - self._action_received > self.params.configs["sim"].action_timeout_s:
+            self.braked_ticks += 1
+            return self.safe_action
+        return action
+
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        obs, reward, cost, terminated, truncated, info = self.env.step(self._held_action(now))
+        self.current.add(reward, cost, info["speed"])
+        self._total_speed += info["speed"]
+        self._total_steps += 1
+        if terminated or truncated:
+            self._end_episode(terminated)
+        self.state_pub.publish(odometry_from_pose(self.env.pose(), self.get_clock().now().to_msg()))
+        self._first_tick = self._first_tick or now
+        self._last_tick = now
+
+    def _end_episode(self, terminated: bool) -> None:
+        self.current.terminated = terminated
+        stats = self.current.as_dict()
+        self.episodes.append(stats)
+        self.episode_pub.publish(String(data=json.dumps(stats)))
+        self.current = EpisodeStats(episode=self.current.episode + 1)
+        self.env.reset()
+
+    def summary(self) -> dict:
+        """Episodes so far plus the partial current one: returns, violations, mean speed, rates."""
+        episodes = self.episodes + ([self.current.as_dict()] if self.current.steps else [])
+        span = self._last_tick - self._first_tick
+        return {
+            "steps": self._total_steps,
+            "achieved_hz": (self._total_steps - 1) / span if span > 0 else 0.0,
+            "episodes": episodes,
+            "episode_returns": [e["return"] for e in episodes],
+            "violations": sum(e["violations"] for e in episodes),
+            "mean_speed": self._total_speed / max(self._total_steps, 1),
+            "braked_ticks": self.braked_ticks,
+            "invalid_actions": self.invalid_actions,
+        }
+
+    def close(self) -> dict:
+        return self.summary()
+
+
+def main(argv=None) -> int:
+    return run_node(SimNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Run a task's nodes as separate processes (``loop-ros up rc_car``), for machines without ros2 launch.
+
+A process supervisor, not a launch clone: it starts the same node executables with the same
+params file as ``launch/rc_car.launch.py``, forwards SIGINT/SIGTERM, stops everything when
+one node exits, stops all after ``--duration`` (SIGINT, then SIGTERM and SIGKILL after a
+grace period) and prints one JSON summary merged from the nodes' own summary files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loop_ros.nodes import data_path, write_json
+
+TASK_NODES = {"rc_car": ("sim", "planner")}
+"""Nodes of each task, in start order; each is ``python -m loop_ros.nodes.<name>``."""
+DEFAULT_DOMAIN_ID = 42
+STOP_GRACE_S = 10.0
+POLL_S = 0.1
+PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "invalid_states", "no_model_ticks",
+                "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "model_version", "controller")
+SIM_KEYS = ("violations", "mean_speed", "episode_returns")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", choices=sorted(TASK_NODES), help="which task's nodes to run")
+    parser.add_argument("--duration", type=float,
+                        help="stop everything after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument("--params", help="ROS 2 params file (default: config/<task>.yaml of the package)")
+    parser.add_argument("--domain-id", type=int,
+                        help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
+
+
+def node_environment(domain_id: int | None) -> dict[str, str]:
+    """The nodes' environment: DDS discovery on localhost only, Fast DDS, one domain."""
+    env = dict(os.environ)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else env.get("ROS_DOMAIN_ID", DEFAULT_DOMAIN_ID))
+    return env
+
+
+def node_command(name: str, params: Path, summary: Path) -> list[str]:
+    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
+            "--ros-args", "--params-file", str(params), "-r", f"__node:={name}"]
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies without stopping us (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_nodes(names, params: Path, summary_dir: Path, env: dict) -> dict[str, subprocess.Popen]:
+    # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
+    return {name: subprocess.Popen(node_command(name, params, summary_dir / f"{name}.json"), env=env,
+                                   start_new_session=True, preexec_fn=_die_with_parent)
+            for name in names}
+
+
+def supervise(processes: dict[str, subprocess.Popen], duration: float | None) -> tuple[str, int, bool]:
+    """Wait for a signal, the duration, or a node exiting.
+
+    Returns (why, the signal to stop the others with, whether a node exited on its own).
+    """
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    deadline = time.monotonic() + duration if duration is not None else None
+    try:
+        while True:
+            exited = [name for name, p in processes.items() if p.poll() is not None]
+            if exited:
+                return f"{exited[0]} exited with {processes[exited[0]].returncode}", signal.SIGINT, True
+            if received:
+                return f"received {signal.Signals(received[0]).name}", received[0], False
+            if deadline is not None and time.monotonic() >= deadline:
+                return "duration reached", signal.SIGINT, False
+            time.sleep(POLL_S)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop the nodes in reverse start order (the planner before the sim it listens to, so its
+    last ticks do not count as stale states): ``signum``, then SIGTERM and SIGKILL after grace periods."""
+    for process in reversed(list(processes.values())):
+        for follow_up, wait_s in ((signum, grace_s), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, grace_s / 2)):
+            if process.poll() is not None:
+                break
+            process.send_signal(follow_up)
+            try:
+                process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
+                   summary_dir: Path) -> dict:
+    """Headline figures of the planner (rate, misses) and the sim (violations, returns), and each node's summary."""
+    nodes = {}
+    for name in processes:
+        path = summary_dir / f"{name}.json"
+        nodes[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    summary = {"task": task, "stopped_because": reason, "wall_time_s": elapsed_s,
+               "exit_codes": {name: p.returncode for name, p in processes.items()}}
+    for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS)):
+        summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
+    summary["nodes"] = nodes
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    params = Path(args.params) if args.params else data_path(f"config/{args.task}.yaml")
+    if not params.is_file():
+        print(f"loop-ros up: no params file at {params}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
+        summary_dir = Path(tmp)
+        start = time.monotonic()
+        processes = start_nodes(TASK_NODES[args.task], params, summary_dir, node_environment(args.domain_id))
+        reason, signum, node_exited = supervise(processes, args.duration)
+        stop_nodes(processes, signum)
+        summary = merged_summary(args.task, reason, time.monotonic() - start, processes, summary_dir)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if args.json:
+        write_json(args.json, summary)
+    clean = all(code == 0 for code in summary["exit_codes"].values())
+    return 0 if clean and not node_exited else 1

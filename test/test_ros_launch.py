@@ -1,0 +1,32 @@
+"""``launch/rc_car.launch.py`` and the executables it starts."""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "rc_car.launch.py"
+
+
+def test_the_node_executables_are_console_scripts():
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")
+               if ep.value.startswith("loop_ros.")}
+    assert scripts["sim"] == "loop_ros.nodes.sim:main"
+    assert scripts["planner"] == "loop_ros.nodes.planner:main"
+
+
+def test_launch_description_starts_sim_and_planner_with_the_params_file():
+    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI: needs a ROS 2 distro install")
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location("rc_car_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entities = module.generate_launch_description().entities
+    arguments = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
+    nodes = [e for e in entities if isinstance(e, Node)]
+    assert [a.name for a in arguments] == ["params_file"]
+    assert [(n.node_package, n.node_executable) for n in nodes] == [("loop_ros", "sim"), ("loop_ros", "planner")]

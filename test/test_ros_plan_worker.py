@@ -1,0 +1,195 @@
+"""The planner node's control logic without ROS: ``tick_source`` and ``PlanWorker`` with a stand-in planner."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from loop_ros.core.arc import PlanResult
+from loop_ros.core.config import ArcConfig, SafetyConfig, TaskConfig
+from loop_ros.core.runtime import ModelHolder
+from loop_ros.core.tasks import make_task
+from loop_ros.nodes.plan_worker import (ACTOR, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, Plan, PlanWorker,
+                                        StateSample, tick_source)
+
+TIMEOUT = 0.1
+
+
+def sample(seq, received=0.0, value=0.0):
+    return StateSample(np.full(4, value, np.float32), received, seq)
+
+
+def plan(seq, state):
+    return Plan(seq, state, np.zeros(2), np.zeros((3, 2)), {}, 0.001, 0.0)
+
+
+@pytest.mark.parametrize("now, state, invalid, latest_plan, last_used, has_model, expected", [
+    (1.0, None, False, None, -1, True, NO_STATE),
+    (1.0, sample(0, 0.95), True, None, -1, True, INVALID),           # invalid wins over a fresh valid one
+    (1.0, sample(0, 0.85), False, plan(0, sample(0, 0.85)), -1, True, STALE),  # 0.15 s > 0.1 s
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), -1, True, PLAN),
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, True, ACTOR),   # already used: a miss
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), -1, True, ACTOR),  # planned on a too old state
+    (1.0, sample(1, 0.98), False, None, -1, False, NO_MODEL),
+])
+def test_tick_source(now, state, invalid, latest_plan, last_used, has_model, expected):
+    assert tick_source(now, state, invalid, latest_plan, last_used, TIMEOUT, has_model) == expected
+
+
+class FakeModel:
+    def actor(self, state, noise):  # (B, S), (B, A) -> (B, A)
+        return np.full((len(state), 2), 0.5, np.float32)
+
+
+class Log:
+    """What the stand-in planners were asked to do, shared by every planner they derive."""
+
+    def __init__(self):
+        self.planned, self.settings, self.built, self.resets = [], [], 0, 0
+        self.gate = threading.Event()  # plan() waits for it
+        self.gate.set()
+        self.entered = threading.Event()  # set when plan() is called
+        self.fail_next = False
+
+
+def stand_in_factory(log: Log):
+    class StandInPlanner:
+        """ArcPlanner's interface; action (A,) = the first two state values."""
+
+        def __init__(self, model, task, arc, safety, controller="arc"):
+            self.model, self.task, self.arc, self.safety, self.controller = model, task, arc, safety, controller
+
+        def plan(self, state, rng):
+            log.entered.set()
+            log.gate.wait(5.0)
+            if log.fail_next:
+                log.fail_next = False
+                raise RuntimeError("boom")
+            log.planned.append(float(state[0]))
+            log.settings.append((self.arc, self.safety, self.controller))
+            return PlanResult(state[:2].copy(), np.zeros((self.arc.horizon, 2), np.float32), {"n_feasible": 7})
+
+        def with_settings(self, arc=None, safety=None):
+            return StandInPlanner(self.model, self.task, arc or self.arc, safety or self.safety, self.controller)
+
+        def with_model(self, model):
+            return StandInPlanner(model, self.task, self.arc, self.safety, self.controller)
+
+        def reset(self):
+            log.resets += 1
+
+        def predict_states(self, state, actions):
+            return np.zeros((len(actions) + 1, len(state)), np.float32)
+
+    def make(*args):
+        log.built += 1
+        return StandInPlanner(*args)
+
+    return make
+
+
+def wait_until(predicate, timeout_s=5.0):
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def make_worker():
+    """Factory: a started worker over a holder with ``model``; returns (worker, log, configs, errors)."""
+    started = []
+
+    def make(model=FakeModel()):
+        log = Log()
+        configs = {"arc": ArcConfig(horizon=3), "safety": SafetyConfig(), "task": TaskConfig(name="point_mass")}
+        errors = []
+        w = PlanWorker(make_task("point_mass"), ModelHolder(model), configs, make_planner=stand_in_factory(log),
+                       on_error=errors.append)
+        w.start()
+        started.append((w, log))
+        return w, log, configs, errors
+
+    yield make
+    for w, log in started:
+        log.gate.set()
+        w.stop()
+
+
+@pytest.fixture
+def worker(make_worker):
+    return make_worker()
+
+
+def offer(w, seq, value):
+    w.offer_state(StateSample(np.full(4, value, np.float32), time.monotonic(), seq))
+
+
+def test_plans_on_the_newest_state_and_skips_the_ones_in_between(worker):
+    w, log, _, _ = worker
+    log.gate.clear()  # the first plan blocks until the gate opens
+    offer(w, 0, 1.0)
+    assert log.entered.wait(5.0)
+    for seq, value in ((1, 2.0), (2, 3.0), (3, 4.0)):
+        offer(w, seq, value)
+    log.gate.set()
+    wait_until(lambda: len(log.planned) == 2)
+    assert log.planned == [1.0, 4.0]
+    assert w.latest_plan.seq == 1 and w.latest_plan.state.seq == 3
+    np.testing.assert_array_equal(w.latest_plan.action, [4.0, 4.0])
+    assert w.latest_plan.actor_divergence == pytest.approx(np.hypot(3.5, 3.5))  # |(4, 4) - (0.5, 0.5)|
+    assert w.stats.snapshot()["plans"] == 2 and w.stats.snapshot()["n_feasible"] == 7
+
+
+def test_settings_reach_the_next_plan_and_a_new_controller_rebuilds(worker):
+    w, log, configs, _ = worker
+    offer(w, 0, 1.0)
+    wait_until(lambda: len(log.planned) == 1)
+    live = dict(configs, arc=dataclasses.replace(configs["arc"], eta=0.3, horizon=5),
+                safety=dataclasses.replace(configs["safety"], keep_in_radius=0.5))
+    w.offer_configs(live)
+    offer(w, 1, 2.0)
+    wait_until(lambda: len(log.planned) == 2)
+    assert log.settings[-1] == (live["arc"], live["safety"], "arc") and log.built == 1
+    assert w.latest_plan.mean_actions.shape == (5, 2)
+    w.offer_configs(dict(live, task=dataclasses.replace(live["task"], controller="mppi")))
+    offer(w, 2, 3.0)
+    wait_until(lambda: len(log.planned) == 3)
+    assert log.settings[-1][2] == "mppi" and log.built == 2
+
+
+def test_waits_for_a_model_and_skips_stale_states(make_worker):
+    w, log, _, _ = make_worker(model=None)  # as before the first bundle arrives
+    offer(w, 0, 1.0)
+    time.sleep(0.05)
+    assert log.planned == [] and w.planner is None
+    w.holder.swap(FakeModel())
+    w.wake()
+    offer(w, 1, 2.0)
+    wait_until(lambda: log.planned == [2.0])
+    w.offer_state(StateSample(np.zeros(4, np.float32), time.monotonic() - 1.0, 2))  # 1 s old
+    wait_until(lambda: w.stats.snapshot()["skipped_stale"] == 1)
+    assert log.planned == [2.0]
+
+
+def test_a_failing_plan_is_counted_and_the_worker_goes_on(worker):
+    w, log, _, errors = worker
+    log.fail_next = True
+    offer(w, 0, 1.0)
+    wait_until(lambda: w.stats.snapshot()["plan_errors"] == 1)
+    assert "boom" in errors[0] and w.latest_plan is None
+    offer(w, 1, 2.0)
+    wait_until(lambda: log.planned == [2.0])
+
+
+def test_reset_forgets_the_warm_start_before_the_next_plan(worker):
+    w, log, _, _ = worker
+    offer(w, 0, 1.0)
+    wait_until(lambda: len(log.planned) == 1)
+    w.request_reset()
+    offer(w, 1, 2.0)
+    wait_until(lambda: len(log.planned) == 2)
+    assert log.resets == 1

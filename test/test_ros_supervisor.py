@@ -1,0 +1,70 @@
+"""``loop-ros up``: stops everything when a node dies, forwards SIGTERM, finds its params file."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from ros_helpers import Probe, domain_id, params_file, ros_environment
+
+from loop_ros.supervisor import TASK_NODES, node_command, node_environment
+
+
+def start_up(tmp_path, params, domain, *extra):
+    command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--params", str(params),
+               "--domain-id", str(domain), "--json", str(tmp_path / "summary.json"), *extra]
+    log = open(tmp_path / "up.log", "wb")
+    return subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def finish(process, timeout_s: float) -> int:
+    """Wait for the supervisor; kill it by PID if it hangs (and fail)."""
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"loop-ros up did not exit within {timeout_s} s")
+
+
+def test_a_node_dying_stops_the_others_and_fails_the_run(tmp_path):
+    params = params_file(tmp_path / "params.yaml", **{"sim.episode_steps": 0})  # the sim refuses to start
+    process = start_up(tmp_path, params, domain_id(4), "--duration", "60")
+    assert finish(process, 40.0) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_because"] == "sim exited with 2"
+    assert summary["exit_codes"] == {"sim": 2, "planner": 0}
+    assert "sim.episode_steps must be >= 1" in (tmp_path / "up.log").read_text()
+
+
+def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly(tmp_path):
+    domain = domain_id(5)
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none")}),
+                       domain)
+    probe = Probe(domain)
+    try:
+        diagnostics = probe.diagnostics()
+        probe.wait_for(lambda: diagnostics and int(diagnostics[-1]["ticks"]) > 0, 20.0, "the planner to tick")
+    finally:
+        probe.close()
+    process.send_signal(signal.SIGTERM)
+    assert finish(process, 30.0) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_because"] == "received SIGTERM"
+    assert summary["exit_codes"] == {"sim": 0, "planner": 0}
+    assert summary["ticks"] > 0 and summary["nodes"]["sim"]["steps"] > 0
+
+
+def test_node_commands_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", "17")
+    env = node_environment(None)
+    assert (env["ROS_DOMAIN_ID"], env["ROS_AUTOMATIC_DISCOVERY_RANGE"], env["RMW_IMPLEMENTATION"]) == \
+        ("17", "LOCALHOST", "rmw_fastrtps_cpp")
+    assert node_environment(5)["ROS_DOMAIN_ID"] == "5"
+    assert TASK_NODES["rc_car"] == ("sim", "planner")
+    assert node_command("sim", tmp_path / "p.yaml", tmp_path / "s.json") == [
+        sys.executable, "-m", "loop_ros.nodes.sim", "--summary", str(tmp_path / "s.json"),
+        "--ros-args", "--params-file", str(tmp_path / "p.yaml"), "-r", "__node:=sim"]
