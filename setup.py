@@ -19,6 +19,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/models/rc_car", glob("models/rc_car/*")),
     ],
     install_requires=["numpy", "PyYAML", "onnx", "onnxruntime", "mujoco", "rosbags", "tqdm"],
     zip_safe=False,
