@@ -146,3 +146,21 @@ def test_explore_draws_a_candidate_by_weight():
     _, cands, weights, _ = arc_reference(model, task, SMALL, SafetyConfig(), np.zeros(4, np.float32), None, noise)
     j = np.searchsorted(np.cumsum(weights), noise.pick, side="right")
     np.testing.assert_allclose(result.action, cands[j, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["arc", "authors-terminal", "cem-elite-no-value", "safe-too-few-feasible"])
+def test_fused_onnx_rollout_equals_literal_reference(name, export_tiny_bundle):
+    """The fused ONNX graphs (one session run per iteration) against Alg. 3/4 looped over the same bundle."""
+    from loop_ros.core.bundle import read_bundle
+    from loop_ros.core.config import RuntimeConfig
+    from loop_ros.core.runtime import OrtPlanningModel
+
+    arc, safety = VARIANTS[name]
+    model = OrtPlanningModel(read_bundle(export_tiny_bundle(obs_dim=4, act_dim=2, task="point_mass")), RuntimeConfig())
+    task, state = make_task("point_mass"), np.array([0.5, 0.1, 0.1, -0.05], np.float32)
+    noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
+    planner = ArcPlanner(model, task, arc, safety)
+    result = planner.plan(state, rng=None, noise=noise)
+    ref_mean, _, _, ref_feasible = arc_reference(model, task, arc, safety, state, None, noise)
+    np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
+    assert result.metrics["n_feasible"] == ref_feasible

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -51,6 +52,28 @@ def draw_plan_noise(rng: np.random.Generator, arc: ArcConfig, ensemble_size: int
         dynamics=rng.standard_normal((I, H, ensemble_size, P * N, obs_dim), dtype=f32),
         pick=float(rng.random()),
     )
+
+
+def stepwise_rollout(model, state, actions, noise, terminal: str | None):
+    """One dynamics call per step (any PlanningModel); the fused ONNX graph does the same in one run.
+
+    state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S) = s_1..s_H,
+    model rewards (H,K,B), q (K,B) per ``ArcPlanner.terminal_kind`` (None: no value).
+    """
+    H = len(actions)
+    K, B, S = state.shape
+    s, states, rewards, q = state, [], [], None
+    for t in range(H):
+        if terminal == "last" and t == H - 1:
+            q = model.critic(s.reshape(K * B, S), actions[t].reshape(K * B, -1)).reshape(K, B)
+        s, r = model.dynamics(s, actions[t], noise[t])
+        states.append(s)
+        rewards.append(r)
+    if terminal == "next":
+        flat = s.reshape(K * B, S)
+        pi = model.actor(flat, np.zeros((K * B, actions.shape[-1]), np.float32))
+        q = model.critic(flat, pi).reshape(K, B)
+    return np.stack(states), np.stack(rewards), q
 
 
 def shifted_warm_start(previous_mean: np.ndarray) -> np.ndarray:
@@ -107,6 +130,8 @@ class ArcPlanner:
         self.high = np.asarray(task.action_high, dtype=np.float32)
         self.init_std = np.float32(self.arc.sigma) * (self.high - self.low) / 2
         self.mean: np.ndarray | None = None  # warm start (H, A)
+        if hasattr(model, "prepare") and controller != "actor":
+            model.prepare(self.arc.horizon, self.terminal_kind())  # compose fused graphs now, not mid-plan
 
     def with_settings(self, arc: ArcConfig | None = None, safety: SafetyConfig | None = None) -> "ArcPlanner":
         """A planner with new settings on the same model; keeps the warm start when the shape allows."""
@@ -185,6 +210,8 @@ class ArcPlanner:
         sequences = np.empty((n_actor, H, len(self.low)), dtype=np.float32)
         if n_actor == 0:
             return sequences
+        if hasattr(self.model, "actor_rollout"):
+            return self.model.actor_rollout(state[None].repeat(n_actor, axis=0), actor_noise).transpose(1, 0, 2)
         s = np.repeat(state[None], n_actor, axis=0).astype(np.float32)
         zeros = np.zeros((K, n_actor, S), dtype=np.float32)
         for t in range(H):
@@ -199,6 +226,12 @@ class ArcPlanner:
         gaussian = np.clip(mean + std * gaussian_noise, self.low, self.high)
         return np.concatenate([actor_sequences, gaussian.astype(np.float32)], axis=0)
 
+    def terminal_kind(self) -> str | None:
+        """What the rollout's q is: 'next' = Q(s_H, pi(s_H)), 'last' = Q(s_{H-1}, a_{H-1}), None = no value."""
+        if not self.arc.use_terminal_value:
+            return None
+        return "last" if self.arc.terminal == "authors" else "next"
+
     def evaluate(self, state: np.ndarray, candidates: np.ndarray, dynamics_noise: np.ndarray):
         """Returns (K, P, N) and discounted costs (K, P, N) of each candidate under each member and particle.
 
@@ -207,35 +240,28 @@ class ArcPlanner:
         arc, task, m = self.arc, self.task, self.model
         N, H, A = candidates.shape
         K, P, S = m.ensemble_size, arc.particles, len(state)
-        s = np.ascontiguousarray(np.broadcast_to(state, (K, P * N, S)), dtype=np.float32)
+        s0 = np.ascontiguousarray(np.broadcast_to(state, (K, P * N, S)), dtype=np.float32)
         # (H, K, P*N, A): step t's actions as one contiguous block, column b = p*N + j
         per_step = np.broadcast_to(candidates.transpose(1, 0, 2)[:, None, None], (H, K, P, N, A))
         actions = np.ascontiguousarray(per_step).reshape(H, K, P * N, A)
-        returns = np.zeros((K, P * N), dtype=np.float32)
-        costs = np.zeros((K, P * N), dtype=np.float32)
-        authors = arc.terminal == "authors" and arc.use_terminal_value
-        for t in range(H):
-            q_here = authors and t == H - 1  # Alg. 3 l.20: Q(s_H, a_H) replaces the last reward
-            if q_here:
-                returns += self._q(s, actions[t])
-                if not self.safety.enabled:
-                    break
-            s_next, model_reward = m.dynamics(s, actions[t], dynamics_noise[t])
-            if not q_here:
-                r = model_reward if task.reward_from_model else task.reward(s, actions[t], s_next)
-                returns += (1.0 if authors else arc.gamma**t) * r
-            if self.safety.enabled:
-                costs += arc.gamma**t * task.cost(s_next, self.safety)
-            s = s_next
-        if arc.use_terminal_value and not authors:
-            pi = m.actor(s.reshape(K * P * N, S), np.zeros((K * P * N, A), np.float32))
-            returns += arc.gamma**H * self._q(s, pi.reshape(K, P * N, A))
+        terminal = self.terminal_kind()
+        rollout = getattr(m, "rollout", None) or partial(stepwise_rollout, m)
+        states, model_rewards, q = rollout(s0, actions, dynamics_noise, terminal)
+        if task.reward_from_model:
+            rewards = model_rewards
+        else:
+            rewards = task.reward(np.concatenate([s0[None], states[:-1]]), actions, states)
+        discounts = arc.gamma ** np.arange(H, dtype=np.float32)
+        if terminal == "last":  # Alg. 3 l.20, the authors' undiscounted convention
+            returns = rewards[:-1].sum(axis=0) + q
+        else:
+            returns = np.tensordot(discounts, rewards, axes=1)
+            if terminal == "next":
+                returns = returns + np.float32(arc.gamma**H) * q
+        costs = np.zeros((K, P * N), np.float32)
+        if self.safety.enabled:
+            costs = np.tensordot(discounts, task.cost(states, self.safety), axes=1)
         return returns.reshape(K, P, N), costs.reshape(K, P, N)
-
-    def _q(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """Q over (K, B, .) arrays -> (K, B)."""
-        K, B, S = s.shape
-        return self.model.critic(s.reshape(K * B, S), a.reshape(K * B, -1)).reshape(K, B)
 
     def score(self, returns: np.ndarray) -> np.ndarray:
         """mean over K*P minus beta_pess * std over the K member means: (K, P, N) -> (N,)."""

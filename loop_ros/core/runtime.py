@@ -72,6 +72,10 @@ class OrtPlanningModel:
         self._actor = _build(bundle, "actor.onnx", device, small_threads, spinning=False)
         self._critic = _build(bundle, "critic.onnx", device, small_threads, spinning=False)
         self.providers = self._dynamics.get_providers()
+        self._runtime_cfg, self._small_threads = runtime_cfg, small_threads
+        self._rollouts: dict = {}
+        self._priors: dict = {}
+        self._zero_cache: dict = {}
         if device == "cuda" and CUDA not in self.providers:
             log.warning(
                 "runtime.device is 'cuda' but ONNX Runtime runs on %s (available providers: %s); "
@@ -84,6 +88,41 @@ class OrtPlanningModel:
     def dynamics(self, state: np.ndarray, action: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         next_state, reward = self._dynamics.run(None, {"state": state, "action": action, "noise": noise})
         return next_state, reward
+
+    # ---- fused graphs (rollout_graph.py): one session run per ARC iteration
+    def prepare(self, horizon: int, terminal: str | None) -> None:
+        """Compose and load the fused graphs for this horizon (slow: off the control path)."""
+        from loop_ros.core.rollout_graph import actor_prior_graph, rollout_graph
+
+        key, cfg = (horizon, terminal), self._runtime_cfg
+        if key not in self._rollouts:
+            graph = rollout_graph(self.bundle.files, horizon, terminal, self.obs_dim, self.act_dim)
+            self._rollouts[key] = make_session(graph, cfg.device, cfg.intra_op_threads, spinning=True)
+        if horizon not in self._priors:
+            graph = actor_prior_graph(self.bundle.files, horizon, self.ensemble_size, self.obs_dim, self.act_dim)
+            self._priors[horizon] = make_session(graph, cfg.device, self._small_threads, spinning=False)
+
+    def rollout(self, state, actions, noise, terminal: str | None):
+        """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None."""
+        self.prepare(len(actions), terminal)
+        feeds = {"state": state, "actions": actions, "noise": noise}
+        if terminal == "next":
+            feeds["actor_noise"] = self._zeros((state.shape[0] * state.shape[1], self.act_dim))
+        out = self._rollouts[(len(actions), terminal)].run(None, feeds)
+        return out[0], out[1], (out[2] if terminal is not None else None)
+
+    def actor_rollout(self, state: np.ndarray, actor_noise: np.ndarray) -> np.ndarray:
+        """state (n,S), actor_noise (H,n,A) -> the actor's actions (H,n,A) through the ensemble-mean model."""
+        horizon = len(actor_noise)
+        if horizon not in self._priors:
+            self.prepare(horizon, None)
+        zeros = self._zeros((self.ensemble_size, state.shape[0], self.obs_dim))
+        return self._priors[horizon].run(None, {"state": state, "actor_noise": actor_noise, "zeros": zeros})[0]
+
+    def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        if shape not in self._zero_cache:
+            self._zero_cache[shape] = np.zeros(shape, np.float32)
+        return self._zero_cache[shape]
 
     def actor(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         return self._actor.run(None, {"state": state, "noise": noise})[0]
