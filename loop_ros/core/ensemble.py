@@ -17,7 +17,6 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from loop_ros.core.config import EnsembleConfig
 
@@ -48,10 +47,16 @@ class BatchedLinear(nn.Module):
         return torch.bmm(x, self.weight) + self.bias
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) written as relu(x) + log1p(e^-|x|): the same function, but it exports to
+    vectorised elementwise ONNX ops; ONNX Runtime's Softplus kernel took 9 % of a plan."""
+    return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+
+
 def soft_bound(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
     """PETS softplus bounds: smooth, so gradients still flow near the limits."""
-    logvar = max_logvar - F.softplus(max_logvar - logvar)
-    return min_logvar + F.softplus(logvar - min_logvar)
+    logvar = max_logvar - softplus(max_logvar - logvar)
+    return min_logvar + softplus(logvar - min_logvar)
 
 
 class GaussianEnsembleNet(nn.Module):
