@@ -10,13 +10,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from ros_helpers import BUNDLE_VERSION, Probe, domain_id, export_test_bundle, params_file, ros_environment
 
+from loop_ros.core.config import load_params_file
+
+REPO = Path(__file__).resolve().parents[1]
 RUN_S = 22.0
 RATE_HZ = 50.0
-POPULATION = 150  # arc.population in config/rc_car.yaml
+POPULATION = load_params_file(str(REPO / "config" / "rc_car.yaml"))["arc.population"]
 
 
 @pytest.fixture(scope="module")
