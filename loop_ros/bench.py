@@ -9,6 +9,7 @@ node) never imports torch and its peak RSS is the planner's.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -39,10 +40,17 @@ def add_arguments(parser) -> None:
     plan.add_argument("--warmup", type=int, default=20)
     plan.add_argument("--threads", type=int, default=None, help="runtime.intra_op_threads (default: preset's)")
     plan.add_argument("--json", default=None, help="write the results here")
+    smoothing = sub.add_parser("smoothing", help="closed-loop return of ARC's mean/variance smoothing factors")
+    smoothing.add_argument("--episodes", type=int, default=20)
+    smoothing.add_argument("--steps", type=int, default=40)
+    smoothing.add_argument("--json", default=None, help="write the results here")
 
 
 def run(args) -> int:
-    result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
+    if args.bench == "smoothing":
+        result = bench_smoothing(args.episodes, args.steps)
+    else:
+        result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -286,3 +294,37 @@ def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, th
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
     }
+
+
+# ---------------------------------------------------------------- smoothing factors
+
+SMOOTHING = {"paper (0.1, 0.1)": (0.1, 0.1), "authors (1.0, 0.9)": (1.0, 0.9),
+             "(0.5, 0.5)": (0.5, 0.5), "(1.0, 1.0)": (1.0, 1.0)}
+
+
+def bench_smoothing(episodes: int = 20, steps: int = 40) -> dict:
+    """Closed-loop return on the point mass with its exact model (a poor actor, a rough value),
+    Table 3 settings otherwise, for each (alpha_mean, alpha_var): which default plans best."""
+    import numpy as np
+
+    from loop_ros.core.arc import ArcPlanner
+    from loop_ros.core.config import ArcConfig, SafetyConfig
+    from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask, point_mass_step
+
+    task, model = PointMassTask(), PointMassModel(ensemble_size=5, noise_std=0.02, actor_target=(-1.0, 0.0))
+    results = {}
+    for (name, (alpha_mean, alpha_var)), eta in itertools.product(SMOOTHING.items(), (1.0, 0.1)):
+        arc = ArcConfig(alpha_mean=alpha_mean, alpha_var=alpha_var, eta=eta)
+        returns = []
+        for episode in range(episodes):
+            rng = np.random.default_rng(episode)
+            planner, s, total = ArcPlanner(model, task, arc, SafetyConfig()), np.zeros(4, np.float32), 0.0
+            s[:2] = rng.uniform(-1, 1, 2)
+            for _ in range(steps):
+                a = planner.plan(s, rng).action
+                s_next = point_mass_step(s, a).astype(np.float32)
+                total += float(task.reward(s, a, s_next))
+                s = s_next
+            returns.append(total)
+        results[f"{name}, eta {eta}"] = {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns))}
+    return {"task": "point_mass", "episodes": episodes, "steps": steps, "results": results}

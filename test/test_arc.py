@@ -3,13 +3,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from point_mass_model import PointMassModel
 
 from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start
 from loop_ros.core.arc_reference import arc_reference
 from loop_ros.core.config import ArcConfig, SafetyConfig
 from loop_ros.core.tasks import make_task
-from loop_ros.core.tasks.point_mass import point_mass_step
+from loop_ros.core.tasks.point_mass import PointMassModel, point_mass_step
 
 SMALL = ArcConfig(horizon=3, population=12, particles=2, iterations=3, beta=0.25, eta=0.05,
                   alpha_mean=0.7, alpha_var=0.6, sigma=0.5, gamma=0.9)
