@@ -9,6 +9,8 @@ import sys
 SUBCOMMANDS = {
     "bench": "loop_ros.bench",
     "up": "loop_ros.supervisor",
+    "train": "loop_ros.train",
+    "eval": "loop_ros.evaluate",
 }
 
 

@@ -211,6 +211,52 @@ class SimConfig:
         _check(self.action_timeout_s > 0.0, "sim.action_timeout_s must be > 0")
 
 
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The trainer: when LOOP learns what (Alg. 1), and its rosbag2 replay buffer (core/replay.py)."""
+
+    seed_steps: int = 1000
+    """Transitions before the first ensemble fit and SAC update."""
+    updates_per_step: int = 1
+    """SAC gradient steps per transition (Alg. 1 l.6: one)."""
+    fit_max_seconds: float = 0.0
+    """Wall-clock cap of one ensemble fit (0: none; ensemble.max_epochs and patience still apply)."""
+    publish_every: int = 0
+    """Transitions between model publications besides the one after each ensemble refit (0: after refits only)."""
+    torch_threads: int = 1
+    """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
+    nice: int = 10
+    """Niceness added to the trainer node's process, so the planner and the sim win the CPU."""
+    data_dir: str = "~/.ros/loop_ros/replay"
+    """Directory of the replay bags (MCAP); every bag in it is loaded at start."""
+    max_bag_mb: float = 64.0
+    """A bag is closed and a new one started after this many MB of messages..."""
+    max_bag_seconds: float = 600.0
+    """...or after this many seconds."""
+    flush_messages: int = 100
+    """The open MCAP chunk is written out at this many messages (a crash loses at most the open chunk)..."""
+    flush_interval_s: float = 1.0
+    """...or once its oldest message is this old."""
+    queue_size: int = 10000
+    """Messages waiting for the bag writer thread; beyond this new ones are dropped (and counted)."""
+    max_gap_s: float = 0.2
+    """No transition spans a gap longer than this between two states or since the last action."""
+
+    def __post_init__(self) -> None:
+        _check(self.seed_steps >= 2, "trainer.seed_steps must be >= 2")
+        _check(self.updates_per_step >= 0, "trainer.updates_per_step must be >= 0")
+        _check(self.fit_max_seconds >= 0.0, "trainer.fit_max_seconds must be >= 0")
+        _check(self.publish_every >= 0, "trainer.publish_every must be >= 0")
+        _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
+        _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
+        _check(bool(self.data_dir), "trainer.data_dir must not be empty")
+        _check(self.max_bag_mb > 0.0 and self.max_bag_seconds > 0.0, "trainer.max_bag_mb and max_bag_seconds must be > 0")
+        _check(self.flush_messages >= 1, "trainer.flush_messages must be >= 1")
+        _check(self.flush_interval_s > 0.0, "trainer.flush_interval_s must be > 0")
+        _check(self.queue_size >= 1, "trainer.queue_size must be >= 1")
+        _check(self.max_gap_s > 0.0, "trainer.max_gap_s must be > 0")
+
+
 SECTIONS: dict[str, type] = {
     "arc": ArcConfig,
     "safety": SafetyConfig,
@@ -219,6 +265,7 @@ SECTIONS: dict[str, type] = {
     "runtime": RuntimeConfig,
     "task": TaskConfig,
     "sim": SimConfig,
+    "trainer": TrainerConfig,
 }
 
 

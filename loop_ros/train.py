@@ -1,0 +1,226 @@
+"""Train an agent in the sim without ROS: `loop-ros train --task rc_car --algo safe-loop --steps N --out DIR`.
+
+Algorithm 1 of the paper in one process: act (``explore=True``), store, SAC update, refit
+the ensemble every K_m steps (``core.trainer.LoopTrainer``); every ``--eval-every`` steps
+(and at step 0) run ``--eval-episodes`` evaluation episodes with a fresh evaluation-mode
+planner (``explore=False``) over the live networks, with the same statistics as
+``loop-ros eval`` (``evaluate.evaluate_planner``, same episode seeds). Each evaluation
+appends a row to ``DIR/metrics.csv`` and rewrites ``DIR/metrics.json``, and exports a
+checkpoint bundle ``DIR/checkpoint_<steps>``; the final bundle goes to ``DIR/bundle``.
+The bundle's provenance holds the exact command (every option spelled out), the settings
+used, steps, seed, evaluation return and wall time.
+
+Settings: ``config/<task>.yaml`` (arc, safety, ensemble, sac, trainer sections) or
+``--params``, then ``--set section.field=value`` overrides, then the trainer flags
+(``--seed-steps`` ...); the provenance records the resulting settings. Runs are
+reproducible for a given seed and thread count as long as no ensemble fit hits
+``trainer.fit_max_seconds`` (a wall-clock cap: ``fit_seconds`` in the metrics shows how
+close fits came; ``--fit-max-seconds 0`` removes it). Launch with
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` in the environment
+(see ``core/trainer.py``).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loop_ros.evaluate import evaluate_planner, load_params, make_env, positive_int, section_configs
+
+TRAINER_FLAGS = (
+    ("--seed-steps", int, "seed_steps"), ("--updates-per-step", int, "updates_per_step"),
+    ("--fit-max-seconds", float, "fit_max_seconds"), ("--threads", int, "torch_threads"),
+)
+"""Command-line shortcuts for ``trainer`` settings (flag, type, TrainerConfig field)."""
+CSV_COLUMNS = (
+    "env_steps", "wall_time_s", "eval_return", "eval_cost", "eval_violations", "eval_mean_speed",
+    "eval_radius_error", "eval_crashes", "eval_plan_ms", "train_episodes", "train_return", "train_cost",
+    "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean",
+)
+"""One row per evaluation; fit_* describe the latest ensemble fit (fit_seconds near
+--fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing)."""
+
+
+def add_arguments(parser) -> None:
+    from loop_ros.core.trainer import ALGOS
+
+    parser.add_argument("--task", default="rc_car", choices=("rc_car", "point_mass"))
+    parser.add_argument("--algo", default="safe-loop", choices=sorted(ALGOS))
+    parser.add_argument("--steps", type=positive_int, required=True, help="environment steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--eval-every", type=positive_int, default=2000,
+                        help="steps between evaluations and checkpoints (after the seeding phase)")
+    parser.add_argument("--eval-episodes", type=positive_int, default=3)
+    parser.add_argument("--eval-seed", type=int, default=0, help="as `loop-ros eval --seed`")
+    parser.add_argument("--episode-steps", type=int, default=None, help="default: sim.episode_steps of the params")
+    for flag, kind, field in TRAINER_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=f"default: trainer.{field} of the params")
+    parser.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one setting, e.g. --set arc.population=100 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def command_line(args) -> str:
+    """The command with every option that has a value spelled out (defaults included)."""
+    import shlex
+
+    parts = ["loop-ros", "train"]
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if name == "command" or value is None or value is False:
+            continue
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += [item for v in value for item in (flag, str(v))]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+@dataclasses.dataclass
+class EpisodeTally:
+    """Sums of the running training episode."""
+
+    ret: float = 0.0
+    cost: float = 0.0
+    steps: int = 0
+
+    def add(self, reward: float, cost: float) -> None:
+        self.ret, self.cost, self.steps = self.ret + reward, self.cost + cost, self.steps + 1
+
+
+class RunLog:
+    """``DIR/metrics.csv`` (one row per evaluation) and ``DIR/metrics.json`` (all rows + settings)."""
+
+    def __init__(self, out: Path, header: dict[str, Any]):
+        self.out, self.header, self.rows = out, header, []
+        with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(CSV_COLUMNS)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with open(self.out / "metrics.csv", "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+        tmp = self.out / "metrics.json.tmp"
+        tmp.write_text(json.dumps({**self.header, "evaluations": self.rows}, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.out / "metrics.json")
+
+
+def provenance(args, settings: dict, row: dict, result: dict) -> dict[str, Any]:
+    """The bundle's provenance: what ``bundle.PROVENANCE_KEYS`` asks for plus algo, settings, evaluation."""
+    return {"command": command_line(args), "steps": row["env_steps"], "seed": args.seed,
+            "eval_return": row["eval_return"], "wall_time_s": row["wall_time_s"], "algo": args.algo,
+            "task": args.task, "settings": settings,
+            "eval": {k: v for k, v in result.items() if k != "per_episode"}}
+
+
+# ---------------------------------------------------------------- Algorithm 1
+
+
+def train(args) -> dict[str, Any]:
+    """Run Algorithm 1 as configured by ``args``; returns the last evaluation row."""
+    from loop_ros.core.trainer import LoopTrainer, set_torch_threads
+
+    params = load_params(args.task, args.params, args.set)
+    cfgs = section_configs(params, ("arc", "safety", "ensemble", "sac", "trainer"))
+    flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, _, field in TRAINER_FLAGS}
+    schedule = dataclasses.replace(cfgs["trainer"], **{k: v for k, v in flags.items() if v is not None})
+    if args.algo != "sac" and args.steps < schedule.seed_steps:
+        raise ValueError(f"--steps {args.steps} ends before the first model fit at seed_steps {schedule.seed_steps}")
+    set_torch_threads(schedule.torch_threads)
+    episode_steps = args.episode_steps or params.get("sim.episode_steps")  # else the env's own default
+    env = make_env(args.task, cfgs["safety"], episode_steps, seed=args.seed)
+    trainer = LoopTrainer(env.task, cfgs["arc"], cfgs["safety"], cfgs["ensemble"], cfgs["sac"], args.algo,
+                          args.seed, schedule)
+    settings = {**{k: dataclasses.asdict(v) for k, v in cfgs.items()}, "trainer": dataclasses.asdict(schedule),
+                "episode_steps": env.episode_steps}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    run = TrainingRun(trainer, env, make_env(args.task, cfgs["safety"], episode_steps), args, settings)
+    return run.run()
+
+
+class TrainingRun:
+    """The loop of Alg. 1 around a ``LoopTrainer``, with periodic evaluations and checkpoints."""
+
+    def __init__(self, trainer, env, eval_env, args, settings: dict[str, Any]):
+        self.trainer, self.env, self.eval_env, self.args, self.settings = trainer, env, eval_env, args, settings
+        self.log = RunLog(Path(args.out), {"command": command_line(args), "settings": settings})
+        self.started = time.perf_counter()
+        self.tally, self.last_train, self.episodes = EpisodeTally(), None, 0
+        self.fit: dict[str, Any] = {}
+        self.sac: dict[str, float] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Train for ``args.steps`` environment steps; returns the final evaluation row."""
+        from tqdm import tqdm
+
+        args, rng = self.args, np.random.default_rng(self.args.seed)
+        state, row = self.env.reset(seed=args.seed), self.evaluate(None)
+        bar = tqdm(total=args.steps, disable=args.no_progress, mininterval=1.0, unit="step")
+        for step in range(1, args.steps + 1):
+            state, speed = self.step(state, rng)
+            if step % args.eval_every == 0 and step < args.steps and step >= self.trainer.schedule.seed_steps:
+                row = self.evaluate(Path(args.out) / f"checkpoint_{step}")
+            last = self.last_train
+            bar.update(1)
+            bar.set_postfix(ret=_fmt(last and last.ret), cost=_fmt(last and last.cost), speed=_fmt(speed),
+                            eval=_fmt(row["eval_return"]), refresh=False)
+        bar.close()
+        return self.evaluate(Path(args.out) / "bundle")
+
+    def step(self, state: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Alg. 1 l.3-7 for one environment step; returns the next state and the car's speed."""
+        trainer = self.trainer
+        action = trainer.act(state, rng, explore=True)
+        next_state, reward, cost, terminated, truncated, info = self.env.step(action)
+        trainer.add_transition(state, action, reward, next_state, terminated)
+        self.sac = trainer.update() or self.sac
+        self.fit = trainer.refit_model_if_due() or self.fit
+        self.tally.add(reward, cost)
+        if terminated or truncated:
+            self.last_train, self.tally, self.episodes = self.tally, EpisodeTally(), self.episodes + 1
+            trainer.end_episode()
+            return self.env.reset(), info["speed"]
+        return next_state, info["speed"]
+
+    def evaluate(self, export_to: Path | None) -> dict[str, Any]:
+        """Evaluate a fresh evaluation-mode planner, log the row, export a bundle to ``export_to``."""
+        trainer, last = self.trainer, self.last_train
+        result = evaluate_planner(self.eval_env, trainer.planner(), self.args.eval_episodes, self.args.eval_seed)
+        row = {
+            "env_steps": trainer.steps, "wall_time_s": round(time.perf_counter() - self.started, 2),
+            "eval_return": result["mean_return"], "eval_cost": result["mean_cost"],
+            "eval_violations": result["violations_per_episode"], "eval_mean_speed": result["mean_speed"],
+            "eval_radius_error": result["mean_radius_error"], "eval_crashes": result["crashes"],
+            "eval_plan_ms": result["mean_plan_ms"], "train_episodes": self.episodes,
+            "train_return": last.ret if last else None, "train_cost": last.cost if last else None,
+            "fits": trainer.fits, "holdout_mse": self.fit.get("elite_holdout_mse"),
+            "fit_epochs": self.fit.get("epochs"), "fit_seconds": self.fit.get("seconds"),
+            "sac_updates": trainer.sac_updates, "alpha": trainer.sac.alpha, "q_mean": self.sac.get("q_mean"),
+        }
+        self.log.append(row)
+        if export_to is not None:
+            trainer.export(export_to, version=trainer.steps, provenance=provenance(self.args, self.settings, row, result))
+        return row
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def run(args) -> int:
+    row = train(args)
+    print(json.dumps(row, indent=2))
+    return 0
