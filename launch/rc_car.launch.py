@@ -1,4 +1,4 @@
-"""Sim-in-the-loop RC car: the ``sim`` and ``planner`` nodes with ``config/rc_car.yaml``.
+"""Sim-in-the-loop RC car: the ``sim``, ``planner`` and ``trainer`` nodes with ``config/rc_car.yaml``.
 
     ros2 launch loop_ros rc_car.launch.py [params_file:=/path/to/params.yaml]
 
@@ -11,8 +11,11 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-NODES = ("sim", "planner")
+from loop_ros.supervisor import TRAINER_ENV
+
+NODES = ("sim", "planner", "trainer")
 """Executables (setup.py console_scripts), started in this order, each named after itself."""
+
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -23,7 +26,8 @@ def generate_launch_description() -> LaunchDescription:
     )
     nodes = [
         Node(package="loop_ros", executable=name, name=name, output="screen",
-             parameters=[LaunchConfiguration("params_file")])
+             parameters=[LaunchConfiguration("params_file")],
+             additional_env=TRAINER_ENV if name == "trainer" else None)
         for name in NODES
     ]
     return LaunchDescription([params_file, *nodes])

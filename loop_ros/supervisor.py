@@ -1,7 +1,8 @@
 """Run a task's nodes as separate processes (``loop-ros up rc_car``), for machines without ros2 launch.
 
 A process supervisor, not a launch clone: it starts the same node executables with the same
-params file as ``launch/rc_car.launch.py``, forwards SIGINT/SIGTERM, stops everything when
+params file as ``launch/rc_car.launch.py`` (the task's nodes, then the trainer unless
+``--no-trainer``; ``--fresh`` learns from scratch), forwards SIGINT/SIGTERM, stops everything when
 one node exits, stops all after ``--duration`` (SIGINT, then SIGTERM and SIGKILL after a
 grace period) and prints one JSON summary merged from the nodes' own summary files.
 """
@@ -21,12 +22,18 @@ from loop_ros.nodes import data_path, write_json
 
 TASK_NODES = {"rc_car": ("sim", "planner")}
 """Nodes of each task, in start order; each is ``python -m loop_ros.nodes.<name>``."""
+TRAINER = "trainer"
+"""Started after the task's nodes unless ``--no-trainer`` (so it is stopped first)."""
+TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+"""glibc malloc made eager torch 15-40 % slower and erratic without these (STACK_NOTES)."""
 DEFAULT_DOMAIN_ID = 42
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
 PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "invalid_states", "no_model_ticks",
-                "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "model_version", "controller")
+                "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "model_version", "model_swaps",
+                "swap_deadline_misses", "controller")
 SIM_KEYS = ("violations", "mean_speed", "episode_returns")
+TRAINER_KEYS = ("replay_transitions", "model_versions_published")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", help="ROS 2 params file (default: config/<task>.yaml of the package)")
     parser.add_argument("--domain-id", type=int,
                         help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
+    parser.add_argument("--no-trainer", action="store_true", help="do not start the trainer (no online learning)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
+                             "the run) and the planner starts without a model, so every model it uses is learned "
+                             "in this run (while it has none it brakes)")
 
 
 def node_environment(domain_id: int | None) -> dict[str, str]:
@@ -48,9 +60,17 @@ def node_environment(domain_id: int | None) -> dict[str, str]:
     return env
 
 
-def node_command(name: str, params: Path, summary: Path) -> list[str]:
+def node_command(name: str, params: Path, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
+    """The node's command line; ``overrides`` are ``section.field:=value`` parameters."""
     return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
-            "--ros-args", "--params-file", str(params), "-r", f"__node:={name}"]
+            "--ros-args", "--params-file", str(params), "-r", f"__node:={name}",
+            *(item for override in overrides for item in ("-p", override))]
+
+
+def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
+    """``--fresh``: the trainer records into ``data_dir`` (empty) and the planner's bundle is the
+    trainer's bundle directory there, which does not exist yet."""
+    return {TRAINER: (f"trainer.data_dir:={data_dir}",), "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
 def _die_with_parent() -> None:
@@ -63,9 +83,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_nodes(names, params: Path, summary_dir: Path, env: dict) -> dict[str, subprocess.Popen]:
+def start_nodes(names, params: Path, summary_dir: Path, env: dict,
+                overrides: dict[str, tuple[str, ...]] | None = None) -> dict[str, subprocess.Popen]:
     # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
-    return {name: subprocess.Popen(node_command(name, params, summary_dir / f"{name}.json"), env=env,
+    overrides = overrides or {}
+    return {name: subprocess.Popen(node_command(name, params, summary_dir / f"{name}.json", overrides.get(name, ())),
+                                   env={**env, **TRAINER_ENV} if name == TRAINER else env,
                                    start_new_session=True, preexec_fn=_die_with_parent)
             for name in names}
 
@@ -109,15 +132,17 @@ def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: flo
 
 def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
                    summary_dir: Path) -> dict:
-    """Headline figures of the planner (rate, misses) and the sim (violations, returns), and each node's summary."""
+    """Headline figures of the planner (rate, misses, model swaps), the sim (violations, returns) and
+    the trainer (replay size, models published), and each node's summary."""
     nodes = {}
     for name in processes:
         path = summary_dir / f"{name}.json"
         nodes[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     summary = {"task": task, "stopped_because": reason, "wall_time_s": elapsed_s,
                "exit_codes": {name: p.returncode for name, p in processes.items()}}
-    for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS)):
+    for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS), (TRAINER, TRAINER_KEYS)):
         summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
+    summary["swaps_rejected"] = (nodes.get("planner") or {}).get("bundle_errors")
     summary["nodes"] = nodes
     return summary
 
@@ -127,13 +152,18 @@ def run(args: argparse.Namespace) -> int:
     if not params.is_file():
         print(f"loop-ros up: no params file at {params}", file=sys.stderr)
         return 2
+    names = TASK_NODES[args.task] + (() if args.no_trainer else (TRAINER,))
+    fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()
-        processes = start_nodes(TASK_NODES[args.task], params, summary_dir, node_environment(args.domain_id))
+        processes = start_nodes(names, params, summary_dir, node_environment(args.domain_id),
+                                fresh_overrides(fresh_dir) if fresh_dir else None)
         reason, signum, node_exited = supervise(processes, args.duration)
         stop_nodes(processes, signum)
         summary = merged_summary(args.task, reason, time.monotonic() - start, processes, summary_dir)
+    if fresh_dir:
+        summary["fresh_data_dir"] = str(fresh_dir)
     print(json.dumps(summary, indent=2, sort_keys=True))
     if args.json:
         write_json(args.json, summary)

@@ -52,12 +52,11 @@ def test_yaml_values_have_the_field_types(path):
 
 def test_params_files_cover_the_sections_the_nodes_declare():
     pytest.importorskip("rclpy")
-    from loop_ros.nodes import planner, sim
+    from loop_ros.nodes import planner, sim, trainer
 
     for path in PARAMS_FILES:
         sections = {key.split(".")[0] for key in yaml_keys(path)}
-        # ensemble / sac: the learning settings of the trainer and of `loop-ros train` (sizes of the bundle)
-        assert sections == set(planner.SECTIONS) | set(sim.SECTIONS) | {"ensemble", "sac"}, path.name
+        assert sections == set(planner.SECTIONS) | set(sim.SECTIONS) | set(trainer.SECTIONS), path.name
 
 
 def core_modules() -> list[str]:

@@ -30,7 +30,7 @@ def loop(tmp_path_factory):
     params = params_file(tmp / "params.yaml", **{"task.bundle": str(export_test_bundle(tmp / "bundle"))})
     domain = domain_id(1)
     summary = tmp / "summary.json"
-    command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--duration", str(RUN_S),
+    command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--no-trainer", "--duration", str(RUN_S),
                "--params", str(params), "--domain-id", str(domain), "--json", str(summary)]
     log = open(tmp / "up.log", "wb")
     process = subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,

@@ -12,7 +12,8 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from loop_ros.nodes.messages import (checked_vector, diagnostic_values, diagnostics, odometry_from_pose,  # noqa: E402
-                                     path_from_positions, pose_from_odometry)
+                                     path_from_positions)
+from loop_ros.core.replay import pose_from_odometry
 
 
 def test_odometry_has_the_yaw_quaternion_and_the_body_frame_twist():

@@ -12,8 +12,8 @@ from loop_ros.core.arc import PlanResult
 from loop_ros.core.config import ArcConfig, SafetyConfig, TaskConfig
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task
-from loop_ros.nodes.plan_worker import (ACTOR, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, Plan, PlanWorker,
-                                        StateSample, tick_source)
+from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, Plan, PlanWorker,
+                                        StateSample, held_action, tick_source)
 
 TIMEOUT = 0.1
 
@@ -31,12 +31,18 @@ def plan(seq, state):
     (1.0, sample(0, 0.95), True, None, -1, True, INVALID),           # invalid wins over a fresh valid one
     (1.0, sample(0, 0.85), False, plan(0, sample(0, 0.85)), -1, True, STALE),  # 0.15 s > 0.1 s
     (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), -1, True, PLAN),
-    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, True, ACTOR),   # already used: a miss
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, True, HELD),    # already used, state still fresh
     (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), -1, True, ACTOR),  # planned on a too old state
     (1.0, sample(1, 0.98), False, None, -1, False, NO_MODEL),
 ])
 def test_tick_source(now, state, invalid, latest_plan, last_used, has_model, expected):
     assert tick_source(now, state, invalid, latest_plan, last_used, TIMEOUT, has_model) == expected
+
+
+def test_held_plan_executes_its_shifted_mean():
+    held = Plan(0, sample(0), np.zeros(2), np.arange(6, dtype=np.float32).reshape(3, 2), {}, 0.001, 0.0)
+    np.testing.assert_array_equal(held_action(held, 1), [2, 3])  # one tick after its first action
+    np.testing.assert_array_equal(held_action(held, 5), [4, 5])  # past the horizon: the last action
 
 
 class FakeModel:

@@ -13,7 +13,7 @@ from loop_ros.supervisor import TASK_NODES, node_command, node_environment
 
 
 def start_up(tmp_path, params, domain, *extra):
-    command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--params", str(params),
+    command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--no-trainer", "--params", str(params),
                "--domain-id", str(domain), "--json", str(tmp_path / "summary.json"), *extra]
     log = open(tmp_path / "up.log", "wb")
     return subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,

@@ -37,24 +37,6 @@ def odometry_from_pose(pose: Iterable[float], stamp, frame_id: str = ODOM_FRAME,
     return msg
 
 
-def pose_from_odometry(msg: Odometry) -> np.ndarray | None:
-    """Odometry -> world pose ``(6,)`` (x, y, yaw, vx_world, vy_world, yaw_rate), or None when
-    a field is not finite or the orientation is not a unit quaternion."""
-    q = msg.pose.pose.orientation
-    p = msg.pose.pose.position
-    v = msg.twist.twist
-    raw = np.array([p.x, p.y, q.x, q.y, q.z, q.w, v.linear.x, v.linear.y, v.angular.z])
-    if not np.all(np.isfinite(raw)):
-        return None
-    if abs(math.sqrt(q.x**2 + q.y**2 + q.z**2 + q.w**2) - 1.0) > QUATERNION_NORM_TOLERANCE:
-        return None
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y**2 + q.z**2))
-    cos_yaw, sin_yaw = math.cos(yaw), math.sin(yaw)
-    vx_world = cos_yaw * v.linear.x - sin_yaw * v.linear.y
-    vy_world = sin_yaw * v.linear.x + cos_yaw * v.linear.y
-    return np.array([p.x, p.y, yaw, vx_world, vy_world, v.angular.z])
-
-
 def float_array(values: Iterable[float]) -> Float64MultiArray:
     msg = Float64MultiArray()
     msg.data = [float(v) for v in values]

@@ -20,12 +20,13 @@ from loop_ros.core.arc import ArcPlanner
 
 # What a tick published, by reason (DESIGN.md section 5)
 PLAN = "plan"            # first action of a plan finished since the last tick
+HELD = "held"            # no new plan yet: the latest plan's action for this tick (its state is still fresh)
 ACTOR = "actor"          # deadline miss: the actor's action on the latest state
 NO_MODEL = "no_model"    # no plan and no model to ask: safe action
 STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
 INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
 NO_STATE = "no_state"    # nothing received yet: safe action
-TICK_SOURCES = (PLAN, ACTOR, NO_MODEL, STALE, INVALID, NO_STATE)
+TICK_SOURCES = (PLAN, HELD, ACTOR, NO_MODEL, STALE, INVALID, NO_STATE)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,17 @@ def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan
         return NO_STATE
     if now - state.received > timeout_s:
         return STALE
-    if plan is not None and plan.seq > last_plan_seq and now - plan.state.received <= timeout_s:
-        return PLAN
+    if plan is not None and now - plan.state.received <= timeout_s:
+        # DESIGN 5: an action from a plan started on a state no older than the timeout. A plan that
+        # finishes just after a tick (phase jitter between the sim's and the planner's clocks) is
+        # held one tick: the tick executes its shifted mean, as the warm start would.
+        return PLAN if plan.seq > last_plan_seq else HELD
     return ACTOR if has_model else NO_MODEL
+
+
+def held_action(plan: Plan, ticks_since_published: int) -> np.ndarray:
+    """The action of the held plan for this tick: its mean shifted by the ticks it has been in use."""
+    return plan.mean_actions[min(ticks_since_published, len(plan.mean_actions) - 1)]
 
 
 class PlanStats:

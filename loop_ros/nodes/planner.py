@@ -22,19 +22,24 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
+from loop_ros.core.arc import ArcPlanner
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import TASK_MODULES, make_task
 from loop_ros.nodes import data_path, run_node
-from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions, pose_from_odometry
+from loop_ros.core.replay import pose_from_odometry
+from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions
 from loop_ros.nodes.model_loader import ModelLoader
+from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
-from loop_ros.nodes.plan_worker import (ACTOR, INVALID, NO_MODEL, PLAN, STALE, TICK_SOURCES, PlanWorker, StateSample,
-                                        tick_source)
+from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, TICK_SOURCES, PlanWorker, StateSample,
+                                        held_action, tick_source)
 
 SECTIONS = ("arc", "safety", "runtime", "task")
 FIXED = ("task.name", "task.control_rate_hz")
 DIAGNOSTICS_PERIOD_S = 1.0
 PATH_PERIOD_S = 0.1
+SWAP_TICKS = 3
+"""A deadline miss within this many ticks after a model replaced another counts as the swap's."""
 LATEST_ONLY = QoSProfile(depth=1)
 MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -69,14 +74,19 @@ class PlannerNode(Node):
         self.holder = ModelHolder()
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
         self.loader = ModelLoader(self.holder, {"task": self.task.name, "obs_dim": self.task.obs_dim,
-                                                "act_dim": self.task.act_dim}, self.worker.wake, self._log)
+                                                "act_dim": self.task.act_dim}, self.worker.wake, self._log,
+                                  prepare=self._prepare_model)
         self.counts: Counter[str] = Counter()
         self.invalid_states = 0
         self._state: StateSample | None = None
         self._state_invalid = False
         self._last_plan_seq = -1
+        self._plan_ticks = 0  # ticks the latest plan has been in use
         self._first_tick = self._last_tick = 0.0
         self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
+        self.swap_misses = 0
+        self._tick_model = None  # the model the last tick saw
+        self._ticks_since_swap = SWAP_TICKS
         self._edit_accepted_at: float | None = None
         self._published_states = None
         self._make_interfaces(state_reader(self.task), configs["task"].control_rate_hz)
@@ -106,15 +116,26 @@ class PlannerNode(Node):
         source = tick_source(now, state, self._state_invalid, plan, self._last_plan_seq, timeout, model is not None)
         action = self.safe_action
         if source == PLAN:
-            action, self._last_plan_seq = plan.action, plan.seq
+            action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
+        elif source == HELD:
+            action = held_action(plan, self._plan_ticks)
+            self._plan_ticks += 1
         elif source == ACTOR:
             action = self._actor_action(model, state.obs)
         self.action_pub.publish(float_array(action))
         self.counts[source] += 1
+        self._count_swap_miss(model, source == ACTOR)
         if self._last_tick:
             self._tick_periods.append(now - self._last_tick)
         self._first_tick = self._first_tick or now
         self._last_tick = now
+
+    def _count_swap_miss(self, model, missed: bool) -> None:
+        if model is not self._tick_model:
+            self._ticks_since_swap = 0 if self._tick_model is not None else SWAP_TICKS
+            self._tick_model = model
+        self.swap_misses += missed and self._ticks_since_swap < SWAP_TICKS
+        self._ticks_since_swap += 1
 
     def _actor_action(self, model, obs: np.ndarray) -> np.ndarray:
         action = model.actor(obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
@@ -146,11 +167,17 @@ class PlannerNode(Node):
             self._bundle_source = source
             self.loader.load_directory(data_path(configs["task"].bundle), configs["runtime"])
 
+    def _prepare_model(self, model) -> None:
+        """In the loader thread: a planner for the current settings composes the model's fused
+        graphs (``prepare``), so the plan worker's own planner finds them ready after the swap."""
+        configs = self.worker.configs
+        ArcPlanner(model, self.task, configs["arc"], configs["safety"], configs["task"].controller)
+
     def _on_model(self, msg: UInt8MultiArray) -> None:
         self.loader.load_bytes(bytes(msg.data), self.params.configs["runtime"])
 
     def _log(self, level: str, text: str) -> None:
-        getattr(self.get_logger(), {"warn": "warning"}.get(level, level))(text)
+        log_at(self.get_logger(), level, text)
 
     def _log_error(self, text: str) -> None:
         self.get_logger().error(text, throttle_duration_sec=2.0)
@@ -166,12 +193,14 @@ class PlannerNode(Node):
             "tick_period_p99_ms": _percentile_ms(self._tick_periods, 99),
             "tick_period_max_ms": _percentile_ms(self._tick_periods, 100),
             "deadline_misses": self.counts[ACTOR],
+            "swap_deadline_misses": self.swap_misses,
             "stale_states": self.counts[STALE],
             "invalid_states": self.invalid_states,
             "invalid_state_ticks": self.counts[INVALID],
             "no_model_ticks": self.counts[NO_MODEL],
             "ticks_by_source": {source: self.counts[source] for source in TICK_SOURCES},
             "model_version": self.holder.version,
+            "model_swaps": self.holder.swaps,
             "bundle_errors": self.loader.errors,
             "controller": self.params.configs["task"].controller,
         }

@@ -1,0 +1,165 @@
+"""Trainer node: LOOP learns online from the running loop and hot-swaps its models into the planner.
+
+Topics: subscribes ``state``, ``action`` and ``episode`` as raw CDR bytes; publishes ``model``
+(std_msgs/UInt8MultiArray holding bundle bytes; reliable, transient_local, depth 1, so a
+planner started later still gets the newest) and ``/diagnostics``. Every message received
+is recorded into rosbag2 bags in ``trainer.data_dir`` (``core.replay``, bytes as received),
+and the transitions rebuilt from them go to the learning thread (``training_worker``), which
+drives the same ``LoopTrainer`` as ``loop-ros train``. At start every bag in ``data_dir``
+is loaded first. Parameters: the task, arc, safety, ensemble, sac and trainer sections,
+read at start (all read-only).
+
+Run: ``python -m loop_ros.nodes.trainer [--summary FILE] --ros-args --params-file config/rc_car.yaml``
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+
+from loop_ros.core.bundle import MANIFEST
+from loop_ros.core.replay import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayBuffer, ReplayTopics
+from loop_ros.core.tasks import make_task
+from loop_ros.core.trainer import LoopTrainer, set_torch_threads
+from loop_ros.nodes import run_node
+from loop_ros.nodes.messages import diagnostics
+from loop_ros.nodes.node_log import log_at
+from loop_ros.nodes.params import ParameterBinding
+from loop_ros.nodes.training_worker import TrainingWorker
+
+SECTIONS = ("task", "arc", "safety", "ensemble", "sac", "trainer")
+DIAGNOSTICS_PERIOD_S = 1.0
+RECORD_QOS = QoSProfile(depth=100)  # reliable like the publishers; room for a slow executor turn
+MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MESSAGE_CLASSES = {ODOMETRY: Odometry, FLOAT_ARRAY: Float64MultiArray, STRING: String}
+
+
+def status_name(node_name: str) -> str:
+    """Name of the node's DiagnosticStatus, e.g. ``/trainer: training``."""
+    return f"{node_name}: training"
+
+
+def published_version(bundle_dir: Path) -> int:
+    """Version of the bundle a previous run left in ``bundle_dir`` (0: none)."""
+    try:
+        return int(json.loads((bundle_dir / MANIFEST).read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def lower_priority(increment: int) -> None:
+    """Add ``increment`` to the niceness of every thread of this process (the DDS threads exist
+    already; on Linux niceness is per thread and new threads inherit their creator's), so the
+    planner and the sim win the CPU."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        os.nice(increment)
+        return
+    for tid in (int(name) for name in os.listdir(tasks)):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        except OSError:  # the thread has just ended
+            pass
+
+
+class TrainerNode(Node):
+    """Records the loop into the replay bags and learns from it in a thread."""
+
+    def __init__(self, node_name: str = "trainer"):
+        super().__init__(node_name)
+        configs = ParameterBinding(self, SECTIONS, lambda configs: None).configs
+        # Fixed at start, refused like read-only ones (declaring them read_only would refuse
+        # the empty-list defaults ParameterBinding sets after declaring them).
+        self.add_on_set_parameters_callback(
+            lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
+        schedule = configs["trainer"]
+        lower_priority(schedule.nice)
+        set_torch_threads(schedule.torch_threads)
+        task = make_task(configs["task"].name)
+        topics = ReplayTopics.for_task(task, *(self.resolve_topic_name(role) for role in ROLES))
+        self.replay = ReplayBuffer(schedule, task, topics, self._log)
+        self.worker = self._make_worker(task, configs)
+        self._load_replay()
+        self.model_pub = self.create_publisher(UInt8MultiArray, "model", MODEL_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        for role, (topic, msgtype) in zip(ROLES, topics.types().items()):
+            self.create_subscription(MESSAGE_CLASSES[msgtype], role, partial(self._on_message, topic), RECORD_QOS,
+                                     raw=True)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        self.worker.start()
+
+    def _make_worker(self, task, configs: dict) -> TrainingWorker:
+        safe = configs["safety"].enabled or configs["task"].controller == "safe-arc"
+        seed = configs["task"].seed
+        trainer = LoopTrainer(task, configs["arc"], configs["safety"], configs["ensemble"], configs["sac"],
+                              "safe-loop" if safe else "loop", seed, schedule=configs["trainer"])
+        bundle_dir = self.replay.data_dir / "bundle"
+        provenance = {"command": f"trainer node {self.get_fully_qualified_name()} (online, ROS)", "seed": seed,
+                      "eval_return": None, "data_dir": str(self.replay.data_dir),
+                      "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS}}
+        return TrainingWorker(trainer, configs["trainer"], bundle_dir, self._publish_model, self._log, provenance,
+                              first_version=published_version(bundle_dir) + 1)
+
+    def _load_replay(self) -> None:
+        """Every transition of the bags in data_dir, before any new message is recorded."""
+        started = time.perf_counter()
+        for transition in self.replay.load():
+            self.worker.add_loaded(transition)
+        self.get_logger().info(f"replay: {self.replay.transitions} transitions ({self.replay.loaded_messages} "
+                               f"messages) loaded from {self.replay.data_dir} in {time.perf_counter() - started:.2f} s")
+
+    # ------------------------------------------------------------ callbacks (executor thread)
+    def _on_message(self, topic: str, data: bytes) -> None:
+        transition = self.replay.record(topic, time.time_ns(), data)
+        if transition is not None:
+            self.worker.offer(transition)
+
+    def _publish_model(self, data: bytes, version: int) -> None:
+        """Called from the training thread (rclpy publishers are thread-safe)."""
+        msg = UInt8MultiArray()
+        msg.data = data
+        self.model_pub.publish(msg)
+        self.get_logger().info(f"published model version {version} ({len(data) / 1e6:.2f} MB)")
+
+    def _log(self, level: str, text: str) -> None:
+        log_at(self.get_logger(), level, text)
+
+    # ------------------------------------------------------------ reporting
+    def summary(self) -> dict:
+        """Counters of the run (the ``--summary`` file and the diagnostics values)."""
+        return {**self.replay.stats(), **self.worker.stats(),
+                "model_versions_published": list(self.worker.versions_published)}
+
+    def _publish_diagnostics(self) -> None:
+        values = self.summary()
+        values.pop("model_versions_published")
+        level, message = DiagnosticStatus.OK, "training"
+        if values["replay_dropped"] or values["training_errors"]:
+            level, message = DiagnosticStatus.WARN, "messages dropped or training errors (see the log)"
+        msg = diagnostics(self.get_clock().now().to_msg(), status_name(self.get_fully_qualified_name()),
+                          "loop_ros", level, message, values)
+        self.diagnostics_pub.publish(msg)
+
+    def close(self) -> dict:
+        """Close the bag (everything queued is written), stop learning; returns the summary."""
+        self.replay.close()
+        self.worker.stop()
+        return self.summary()
+
+
+def main(argv=None) -> int:
+    return run_node(TrainerNode, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

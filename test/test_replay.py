@@ -1,0 +1,272 @@
+"""Replay buffer on rosbag2: transitions rebuilt from hand-made message streams, bags that
+rosbags opens with the expected topics and counts, rotation, recovery of half-written
+bags, and the crash-loss bound under SIGKILL of the writing process."""
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.serialization import serialize_message  # noqa: E402
+from rosbags.rosbag2 import Reader  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from loop_ros.core.config import TrainerConfig  # noqa: E402
+from loop_ros.core.replay import ReplayBuffer, ReplayTopics, bag_directories  # noqa: E402
+from loop_ros.core.tasks.rc_car import RcCarTask, obs_from_pose  # noqa: E402
+from loop_ros.nodes.messages import float_array, odometry_from_pose  # noqa: E402
+
+T0 = 1_700_000_000_000_000_000  # receive times: ns since the epoch
+MS = 1_000_000
+TASK = RcCarTask()
+TOPICS = ReplayTopics.for_task(TASK)
+
+
+def pose(i: float) -> tuple[float, ...]:
+    """A distinct valid pose (x, y, yaw, vx_world, vy_world, yaw_rate) per i."""
+    return (0.1 * i, 1.0 - 0.05 * i, 0.3 * i, 1.0 + 0.1 * i, -0.2 * i, 0.05 * i)
+
+
+def state(p) -> bytes:
+    return serialize_message(odometry_from_pose(p, Time(sec=1)))
+
+
+def action(a) -> bytes:
+    return serialize_message(float_array(a))
+
+
+EPISODE = serialize_message(String(data='{"episode": 0}'))
+
+
+def replay(data_dir: Path, warnings: list | None = None, **settings) -> ReplayBuffer:
+    cfg = TrainerConfig(data_dir=str(data_dir), **settings)
+    log = (lambda level, text: warnings.append(text)) if warnings is not None else (lambda level, text: None)
+    return ReplayBuffer(cfg, TASK, TOPICS, log)
+
+
+def drain(buffer: ReplayBuffer, timeout_s: float = 5.0) -> None:
+    end = time.monotonic() + timeout_s
+    while buffer.recorder.pending() and time.monotonic() < end:
+        time.sleep(0.005)
+    assert buffer.recorder.pending() == 0
+
+
+# The hand-made stream: (ms after T0, topic, bytes). Transitions expected (module docstring
+# of core/replay.py): the newest action before s', no transition across an episode message,
+# an invalid state, a state gap or an action older than max_gap_s (0.2 s).
+A0, A1, A2 = (0.5, 0.1), (-0.2, 0.3), (0.9, -0.7)
+NAN_POSE = (math.nan, 0.0, 0.0, 0.0, 0.0, 0.0)
+STREAM = [
+    (0, "/action", action(A0)),
+    (20, "/state", state(pose(0))),
+    (40, "/state", state(pose(1))),      # T1: s0, A0, s1
+    (45, "/action", action(A1)),
+    (60, "/state", state(pose(2))),      # T2: s1, A1, s2
+    (70, "/episode", EPISODE),
+    (80, "/state", state(pose(3))),      # first state of the next episode
+    (100, "/state", state(pose(4))),     # T3: s3, A1 (55 ms old), s4
+    (500, "/state", state(pose(5))),     # 400 ms gap: none
+    (520, "/state", state(NAN_POSE)),    # invalid: none, and the next has no s
+    (540, "/state", state(pose(6))),
+    (560, "/state", state(pose(7))),     # A1 is 515 ms old: none
+    (565, "/action", action((1.0, 0.0, 0.0))),  # wrong size: no valid action
+    (580, "/state", state(pose(8))),
+    (585, "/action", action(A2)),
+    (600, "/state", state(pose(9))),     # T4: s8, A2, s9
+]
+EXPECTED = [(0, A0, 1), (1, A1, 2), (3, A1, 4), (8, A2, 9)]  # (s index, action, s' index)
+
+
+def check_transitions(transitions) -> None:
+    assert len(transitions) == len(EXPECTED)
+    for t, (i, a, j) in zip(transitions, EXPECTED):
+        s, s2 = obs_from_pose(*pose(i)), obs_from_pose(*pose(j))
+        np.testing.assert_allclose(t.s, s, atol=1e-12)
+        np.testing.assert_allclose(t.s2, s2, atol=1e-12)
+        assert tuple(t.a) == a and t.done is False
+        assert t.r == pytest.approx(float(TASK.reward(s, np.array(a), s2)), abs=1e-12)
+
+
+def record_stream(buffer: ReplayBuffer, stream) -> list:
+    completed = [buffer.record(topic, T0 + ms * MS, data) for ms, topic, data in stream]
+    return [t for t in completed if t is not None]
+
+
+def test_transitions_are_rebuilt_live_and_again_on_load(tmp_path):
+    first = replay(tmp_path)
+    assert list(first.load()) == []
+    check_transitions(record_stream(first, STREAM))
+    first.close()
+    second = replay(tmp_path)
+    check_transitions(list(second.load()))
+    assert second.stats()["replay_transitions"] == 4 and second.loaded_messages == len(STREAM)
+
+
+def test_an_undecodable_message_counts_as_invalid(tmp_path):
+    buffer = replay(tmp_path)
+    stream = [(0, "/action", action(A0)), (20, "/state", state(pose(0))), (30, "/action", b"\x00\x01garbage"),
+              (40, "/state", b"\x00\x01garbage"), (45, "/action", action(A1)), (60, "/state", state(pose(1))),
+              (80, "/state", state(pose(2)))]
+    [transition] = record_stream(buffer, stream)  # only s1 -> s2: the garbage state cut the run
+    np.testing.assert_allclose(transition.s, obs_from_pose(*pose(1)), atol=1e-12)
+    assert tuple(transition.a) == A1
+    buffer.close()
+
+
+def test_bags_are_rosbag2_v9_mcap_with_the_topics_and_counts(tmp_path):
+    buffer = replay(tmp_path)
+    record_stream(buffer, STREAM)
+    buffer.close()
+    [bag] = bag_directories(tmp_path, print)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] == 9 and meta["storage_identifier"] == "mcap" and meta["message_count"] == 16
+    with Reader(bag) as reader:
+        counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+        first = next(reader.messages())
+    assert counts == {"/state": ("nav_msgs/msg/Odometry", 11), "/action": ("std_msgs/msg/Float64MultiArray", 4),
+                      "/episode": ("std_msgs/msg/String", 1)}
+    assert (first[0].topic, first[1], bytes(first[2])) == ("/action", T0, action(A0))  # the wire bytes, as received
+
+
+def test_bags_rotate_by_size_and_by_time_and_transitions_span_them(tmp_path):
+    pair = len(action(A0)) + len(state(pose(0)))
+    buffer = replay(tmp_path / "size", max_bag_mb=2 * pair / 1e6)  # two (action, state) pairs per bag
+    stream = [item for i in range(20) for item in ((40 * i, "/action", action(A0)), (40 * i + 20, "/state",
+                                                                                      state(pose(i))))]
+    assert len(record_stream(buffer, stream)) == 19
+    buffer.close()
+    bags = bag_directories(tmp_path / "size", print)
+    assert len(bags) == 10
+    assert all(yaml.safe_load((b / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["message_count"] == 4
+               for b in bags)
+    assert len(list(replay(tmp_path / "size").load())) == 19  # transitions across bag boundaries too
+
+    timed = replay(tmp_path / "time", max_bag_seconds=0.05)
+    timed.record("/action", T0, action(A0))
+    time.sleep(0.1)
+    timed.record("/action", T0 + MS, action(A0))
+    timed.close()
+    assert len(bag_directories(tmp_path / "time", print)) == 2
+
+
+def alternating(messages: int) -> list:
+    """Actions at even i, states at odd i, 10 ms apart: messages // 2 states, one transition fewer."""
+    return [(10 * i, "/action", action(A0)) if i % 2 == 0 else (10 * i, "/state", state(pose(i)))
+            for i in range(messages)]
+
+
+def half_written_copy(tmp_path: Path, messages: int = 25, flush_messages: int = 10, close: bool = True) -> Path:
+    """Record ``messages`` (``alternating``), wait until the writer has them all, and copy the
+    bag as a writer killed now would leave it: the closed chunks, no footer, no metadata.yaml."""
+    buffer = replay(tmp_path / "live", flush_messages=flush_messages, flush_interval_s=60.0)
+    record_stream(buffer, alternating(messages))
+    drain(buffer)
+    [bag] = bag_directories(tmp_path / "live", print)
+    shutil.copytree(bag, tmp_path / "crashed" / bag.name)
+    buffer.close()
+    return tmp_path / "crashed" / bag.name
+
+
+def load(data_dir: Path, warnings: list | None = None) -> tuple[ReplayBuffer, list]:
+    buffer = replay(data_dir, [] if warnings is None else warnings)
+    return buffer, list(buffer.load())
+
+
+# A chunk of 10 messages (5 actions, 5 states) ends with one message index record per
+# channel: 9 + 2 + 4 + 5 * 16 = 95 bytes each. Cutting 1 byte breaks only the last index
+# record; cutting 300 bytes reaches into the second chunk.
+@pytest.mark.parametrize("cut_bytes, messages", [(0, 20), (1, 20), (300, 10)])
+def test_a_half_written_bag_is_recovered_up_to_its_last_complete_chunk(tmp_path, cut_bytes, messages):
+    bag = half_written_copy(tmp_path)  # 25 messages: two closed chunks of 10, 5 never written
+    assert not (bag / "metadata.yaml").exists()
+    mcap = next(bag.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[:len(mcap.read_bytes()) - cut_bytes])
+    warnings: list[str] = []
+    buffer, transitions = load(bag.parent, warnings)
+    assert buffer.loaded_messages == messages and len(transitions) == messages // 2 - 1
+    assert warnings == [f"replay: recovered {messages} messages of the unfinished bag {bag.name}"]
+    with Reader(bag) as reader:  # now a closed, indexed bag
+        assert reader.message_count == messages
+    buffer, transitions = load(bag.parent, warnings)
+    assert len(warnings) == 1 and len(transitions) == messages // 2 - 1
+
+
+def test_a_damaged_end_is_recovered_and_an_unreadable_bag_skipped(tmp_path):
+    buffer = replay(tmp_path / "data")
+    record_stream(buffer, alternating(25))
+    buffer.close()
+    [bag] = bag_directories(tmp_path / "data", print)
+    mcap = next(bag.glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[:-100])  # footer and part of the summary gone; every chunk intact
+    garbage = bag.parent / "replay_00000000T000000_000000000"  # sorts first
+    garbage.mkdir()
+    (garbage / "garbage.mcap").write_bytes(b"\x89MCAP0\r\nnot a record")
+    warnings: list[str] = []
+    buffer, transitions = load(bag.parent, warnings)
+    assert buffer.loaded_messages == 25 and len(transitions) == 11
+    assert warnings[0] == f"replay: skipping {garbage.name}: it does not open and holds no complete chunk"
+
+
+def test_an_interrupted_recovery_is_redone(tmp_path):
+    bag = half_written_copy(tmp_path)
+    partial = bag.with_name(bag.name + ".partial")
+    bag.rename(partial)
+    bag.mkdir()  # the recovered copy had just been started when the process died
+    (bag / f"{bag.name}.mcap").write_bytes(b"\x89MCAP0\r\n")
+    buffer, transitions = load(bag.parent)
+    assert buffer.loaded_messages == 20 and not partial.exists()
+
+
+KILLED_WRITER = """
+import sys, time
+sys.path.insert(0, {test_dir!r})
+from test_replay import MS, T0, alternating, drain, replay
+from pathlib import Path
+buffer = replay(Path({data_dir!r}), flush_messages={flush}, flush_interval_s={interval})
+for ms, topic, data in alternating({messages}):
+    buffer.record(topic, T0 + ms * MS, data)
+drain(buffer)
+print("written", flush=True)
+time.sleep({wait})
+print("waited", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("interval, wait, expected", [(60.0, 0.0, 1000), (0.2, 0.6, 1030)],
+                         ids=["count-bound", "time-bound"])
+def test_sigkill_of_the_writer_loses_at_most_the_open_chunk(tmp_path, interval, wait, expected):
+    messages, flush = 1030, 50
+    code = KILLED_WRITER.format(test_dir=str(Path(__file__).parent), data_dir=str(tmp_path), flush=flush,
+                                interval=interval, messages=messages, wait=wait)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        assert child.stdout.readline().strip() == "written"
+        if wait:
+            assert child.stdout.readline().strip() == "waited"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    buffer, _ = load(tmp_path)
+    # The bound of core/replay.py: at most the open chunk, min(flush_messages, the last
+    # flush_interval_s of messages); the writer had every message, so the queue was empty.
+    assert messages - flush <= buffer.loaded_messages <= messages
+    assert buffer.loaded_messages == expected  # 20 full chunks of 50; or all once a time flush ran
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="trainer.flush_messages must be >= 1"):
+        TrainerConfig(flush_messages=0)
+    with pytest.raises(ValueError, match="trainer.nice must be in"):
+        TrainerConfig(nice=20)
