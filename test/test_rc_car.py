@@ -125,15 +125,15 @@ def circle_state(distance=1.0, speed=TARGET_SPEED, nose_in=0.0):
 def test_reward_is_highest_on_the_circle_at_target_speed():
     task = RcCarTask(target_speed=TARGET_SPEED)
     states = np.stack([
-        circle_state(),                 # on the circle at v*:   0
-        circle_state(nose_in=0.3),      # same, drifting:        0 (the CoM velocity is still tangential)
-        circle_state(distance=1.2),     # 0.2 m out:             -0.2/1
-        circle_state(speed=1.0),        # half speed:            -(1-2)^2/2^2 = -0.25
-        circle_state(speed=-2.0),       # clockwise at v*:       -(-2-2)^2/2^2 = -4
-        obs_from_pose(0, 0, 0, 0, 0, 0),  # parked at the centre: -1 - 1 = -2
+        circle_state(),                 # on the circle at v*:   1
+        circle_state(nose_in=0.3),      # same, drifting:        1 (the CoM velocity is still tangential)
+        circle_state(distance=1.2),     # 0.2 m out:             1 - 0.2/1
+        circle_state(speed=1.0),        # half speed:            1 - (1-2)^2/2^2 = 0.75
+        circle_state(speed=-2.0),       # clockwise at v*:       1 - (-2-2)^2/2^2 = -3
+        obs_from_pose(0, 0, 0, 0, 0, 0),  # parked at the centre: 1 - 1 - 1 = -1
     ])
     rewards = task.reward(states, np.zeros((len(states), 2)), states)
-    np.testing.assert_allclose(rewards, [0.0, 0.0, -0.2, -0.25, -4.0, -2.0], atol=1e-12)
+    np.testing.assert_allclose(rewards, [1.0, 1.0, 0.8, 0.75, -3.0, -1.0], atol=1e-12)
 
     # Vectorised over any batch shape, and a function of s' only.
     batch = states[np.array([[0, 2, 4], [1, 3, 5]])]  # (2, 3, 6)

@@ -57,12 +57,16 @@ class RcCarTask(Task):
     """Drive the ``circle_radius`` circle counter-clockwise at ``target_speed``.
 
     Reward, on the next state s' only (dimensionless, 0 at best, dense everywhere):
-        r = -|d - R| / R - ((v_t - v*) / v*)^2
+        r = 1 - |d - R| / R - ((v_t - v*) / v*)^2
     with d = |(x, y)|, R = circle_radius, v_t the counter-clockwise tangential velocity
     and v* = target_speed. The speed term both asks for the target speed and punishes
     the wrong direction (v_t = -v* costs 4, standing still costs 1, as much as sitting
     1 m off the circle). On a steady circle the CoM velocity is tangential even while
-    the body slides sideways, so a drift at v* on the circle scores the maximum 0.
+    the body slides sideways, so a drift at v* on the circle scores the maximum 1.
+    The constant 1 leaves every plan's ranking unchanged, but it makes driving well worth
+    more than ending the episode: with only penalties, a crash (termination) would look
+    like an escape to the value function. It also makes returns positive, so they compare
+    as ratios.
 
     Actions: throttle in [-1, 1] (motor duty cycle: 0 brakes through back-EMF, < 0
     brakes harder and then reverses), steer in [-1, 1] (+-pi/6, positive turns left).
@@ -85,7 +89,7 @@ class RcCarTask(Task):
         distance = np.hypot(next_state[..., 0], next_state[..., 1])
         radial_error = np.abs(distance - self.circle_radius) / self.circle_radius
         speed_error = (tangential_velocity(next_state) - self.target_speed) / self.target_speed
-        return -radial_error - speed_error**2
+        return 1.0 - radial_error - speed_error**2
 
     def position(self, state: np.ndarray) -> np.ndarray:
         return state[..., 0:2]
