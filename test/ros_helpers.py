@@ -120,13 +120,15 @@ class Probe:
         self.node.create_subscription(msg_type, topic, received.append, depth)
         return received
 
-    def diagnostics(self, node_name: str = "/planner") -> list[dict[str, str]]:
-        """Subscribe to /diagnostics; the returned list fills with the planner ``node_name``'s KeyValues."""
+    def diagnostics(self, node_name: str = "/planner", kind: str = "planner") -> list[dict[str, str]]:
+        """Subscribe to /diagnostics; the returned list fills with the ``kind`` node ``node_name``'s KeyValues."""
+        import importlib
+
         from diagnostic_msgs.msg import DiagnosticArray
 
         from loop_ros.nodes.messages import diagnostic_values
-        from loop_ros.nodes.planner import status_name
 
+        status_name = importlib.import_module(f"loop_ros.nodes.{kind}").status_name
         values: list[dict[str, str]] = []
 
         def keep(msg):

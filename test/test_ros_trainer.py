@@ -76,24 +76,6 @@ def test_a_loaded_replay_is_caught_up_before_the_first_model_is_published(tmp_pa
         worker.stop()
 
 
-def trainer_diagnostics(probe, node_name: str = "/trainer") -> list[dict[str, str]]:
-    """Subscribe to /diagnostics; the returned list fills with the trainer's KeyValues."""
-    from diagnostic_msgs.msg import DiagnosticArray
-
-    from loop_ros.nodes.messages import diagnostic_values
-    from loop_ros.nodes.trainer import status_name
-
-    values: list[dict[str, str]] = []
-
-    def keep(msg):
-        found = diagnostic_values(msg, status_name(node_name))
-        if found is not None:
-            values.append(found)
-
-    probe.node.create_subscription(DiagnosticArray, "/diagnostics", keep, 10)
-    return values
-
-
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trainer")
@@ -108,7 +90,7 @@ def loop(tmp_path_factory):
                  "trainer": NodeProcess("trainer", "trainer", params, domain, tmp)}
     run.probe = Probe(domain)
     run.planner = run.probe.diagnostics("/planner")
-    run.trainer = trainer_diagnostics(run.probe)
+    run.trainer = run.probe.diagnostics("/trainer", kind="trainer")
     yield run
     run.probe.close()
     for node in reversed(list(run.nodes.values())):
@@ -155,7 +137,7 @@ def test_a_corrupted_bundle_on_model_is_refused_while_control_continues(loop):
 
 def test_sigkill_and_restart_of_the_trainer_restore_the_replay(loop):
     probe, trainer = loop.probe, loop.trainer
-    probe.wait_for(lambda: latest(trainer, "replay_transitions") >= 300, 30.0, "300 transitions recorded")
+    probe.wait_for(lambda: latest(trainer, "replay_transitions") >= 300, 60.0, "300 transitions recorded")
     recorded, version = latest(trainer, "replay_transitions"), latest(trainer, "model_version")
     loop.nodes["trainer"].process.send_signal(signal.SIGKILL)
     loop.nodes["trainer"].process.wait(timeout=10)
