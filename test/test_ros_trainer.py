@@ -144,13 +144,13 @@ def test_sigkill_and_restart_of_the_trainer_restore_the_replay(loop):
     trainer.clear()
     loop.nodes["trainer"] = NodeProcess("trainer", "trainer", loop.params, loop.domain, loop.tmp,
                                         summary=loop.tmp / "trainer.json")
-    log = probe.wait_for(lambda: re.search(r"replay: (\d+) transitions", loop.nodes["trainer"].log()), 30.0,
+    log = probe.wait_for(lambda: re.search(r"replay: (\d+) transitions", loop.nodes["trainer"].log()), 60.0,
                          "the restarted trainer to load its replay")
     # core/replay.py: a SIGKILL loses at most the open chunk (flush_messages messages), and a
     # lost message costs at most one transition; `recorded` is up to 1 s older than the kill.
     assert int(log.group(1)) >= recorded - FLUSH_MESSAGES
     assert "recovered" in loop.nodes["trainer"].log()  # the killed writer's bag
-    newer = probe.wait_for(lambda: latest(trainer, "model_version") > version and trainer[-1], 30.0,
+    newer = probe.wait_for(lambda: latest(trainer, "model_version") > version and trainer[-1], 60.0,
                            "a model of the restarted trainer (versions keep growing)")
     probe.wait_for(lambda: loop.planner[-1]["model_version"] == newer["model_version"], 10.0, "it swapped in")
 
