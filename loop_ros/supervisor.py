@@ -68,9 +68,10 @@ def node_command(name: str, params: Path, summary: Path, overrides: tuple[str, .
 
 
 def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
-    """``--fresh``: the trainer records into ``data_dir`` (empty) and the planner's bundle is the
-    trainer's bundle directory there, which does not exist yet."""
-    return {TRAINER: (f"trainer.data_dir:={data_dir}",), "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
+    """``--fresh``: the trainer records into ``data_dir`` (empty) and publishes from its first fit on;
+    the planner's bundle is the trainer's bundle directory there, which does not exist yet."""
+    return {TRAINER: (f"trainer.data_dir:={data_dir}", "trainer.publish_after:=0"),
+            "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
 def _die_with_parent() -> None:

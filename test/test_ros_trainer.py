@@ -29,7 +29,7 @@ FLUSH_MESSAGES = 50  # trainer.flush_messages here: a SIGKILL loses at most this
 SMALL_NETS = {
     "ensemble.hidden": [32, 32], "ensemble.ensemble_size": 3, "ensemble.num_elites": 2, "ensemble.max_epochs": 5,
     "ensemble.update_every": 100, "ensemble.batch_size": 64, "sac.hidden": [16, 16], "sac.batch_size": 32,
-    "trainer.seed_steps": 100, "trainer.flush_messages": FLUSH_MESSAGES, "sim.episode_steps": 100,
+    "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.flush_messages": FLUSH_MESSAGES, "sim.episode_steps": 100,
 }
 
 

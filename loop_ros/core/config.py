@@ -223,6 +223,8 @@ class TrainerConfig:
     """Wall-clock cap of one ensemble fit (0: none; ensemble.max_epochs and patience still apply)."""
     publish_every: int = 0
     """Transitions between model publications besides the one after each ensemble refit (0: after refits only)."""
+    publish_after: int = 0
+    """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
     torch_threads: int = 1
     """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
     nice: int = 10
@@ -247,6 +249,7 @@ class TrainerConfig:
         _check(self.updates_per_step >= 0, "trainer.updates_per_step must be >= 0")
         _check(self.fit_max_seconds >= 0.0, "trainer.fit_max_seconds must be >= 0")
         _check(self.publish_every >= 0, "trainer.publish_every must be >= 0")
+        _check(self.publish_after >= 0, "trainer.publish_after must be >= 0")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
         _check(bool(self.data_dir), "trainer.data_dir must not be empty")

@@ -117,7 +117,7 @@ class TrainingWorker:
             self._refit_if_due()
         if not batch:
             self._catch_up()
-        if self._publish_due and self.owed_updates() <= 0:
+        if self._publish_due and self.owed_updates() <= 0 and trainer.steps >= self.schedule.publish_after:
             self._export_and_publish()
 
     def _refit_if_due(self) -> None:
