@@ -20,8 +20,9 @@ $(STAMP): requirements.txt setup.py
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# sim + planner + trainer with the shipped bundle for 60 s; prints and writes the run's summary.
 run: venv
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-42} $(BIN)/loop-ros bench plan --preset rc-car
+	$(BIN)/loop-ros up rc_car --duration 60 --json run_summary.json
 
 test: venv
 	$(BIN)/python -m pytest -q test
