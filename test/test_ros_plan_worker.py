@@ -12,7 +12,7 @@ from loop_ros.core.arc import PlanResult
 from loop_ros.core.config import ArcConfig, SafetyConfig, TaskConfig
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task
-from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, Plan, PlanWorker,
+from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, STARTING, Plan, PlanWorker,
                                         StateSample, held_action, tick_source)
 
 TIMEOUT = 0.1
@@ -34,6 +34,7 @@ def plan(seq, state):
     (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, True, HELD),    # already used, state still fresh
     (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), -1, True, ACTOR),  # planned on a too old state
     (1.0, sample(1, 0.98), False, None, -1, False, NO_MODEL),
+    (1.0, sample(1, 0.98), False, None, -1, True, STARTING),   # no plan yet: not a late one
 ])
 def test_tick_source(now, state, invalid, latest_plan, last_used, has_model, expected):
     assert tick_source(now, state, invalid, latest_plan, last_used, TIMEOUT, has_model) == expected
@@ -87,8 +88,8 @@ def stand_in_factory(log: Log):
         def reset(self):
             log.resets += 1
 
-        def predict_states(self, state, actions):
-            return np.zeros((len(actions) + 1, len(state)), np.float32)
+        def predict_states(self, state, actions):  # row i: the state plus i
+            return state + np.arange(len(actions) + 1, dtype=np.float32)[:, None]
 
     def make(*args):
         log.built += 1
@@ -132,6 +133,16 @@ def worker(make_worker):
 
 def offer(w, seq, value):
     w.offer_state(StateSample(np.full(4, value, np.float32), time.monotonic(), seq))
+
+
+@pytest.mark.parametrize("compensate, planned_on", [(True, 2.0), (False, 1.0)])
+def test_plans_from_the_state_one_step_ahead_through_the_applied_action(make_worker, compensate, planned_on):
+    w, log, configs, _ = make_worker()
+    w.offer_configs({**configs, "task": TaskConfig(name="point_mass", compensate_delay=compensate)})
+    w.applied_action = np.array([0.5, 0.5], np.float32)
+    offer(w, 0, 1.0)
+    wait_until(lambda: log.planned)
+    assert log.planned == [planned_on]  # the stand-in's prediction one step ahead adds 1
 
 
 def test_plans_on_the_newest_state_and_skips_the_ones_in_between(worker):

@@ -188,6 +188,9 @@ class TaskConfig:
     """arc | safe-arc (arc with safety.enabled forced on) | actor | cem | mppi | loop-cem."""
     seed: int = 0
     """Seed of the planner's noise generator."""
+    compensate_delay: bool = True
+    """Plan from the state predicted one control step ahead through the last published action
+    (the action reaches the robot about one tick after the state it was planned on)."""
     bundle: str = "models/rc_car"
     """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
 

@@ -22,11 +22,12 @@ from loop_ros.core.arc import ArcPlanner
 PLAN = "plan"            # first action of a plan finished since the last tick
 HELD = "held"            # no new plan yet: the latest plan's action for this tick (its state is still fresh)
 ACTOR = "actor"          # deadline miss: the actor's action on the latest state
+STARTING = "starting"    # no plan made yet (first state, model just loaded): the actor's action, not a miss
 NO_MODEL = "no_model"    # no plan and no model to ask: safe action
 STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
 INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
 NO_STATE = "no_state"    # nothing received yet: safe action
-TICK_SOURCES = (PLAN, HELD, ACTOR, NO_MODEL, STALE, INVALID, NO_STATE)
+TICK_SOURCES = (PLAN, HELD, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan
         # finishes just after a tick (phase jitter between the sim's and the planner's clocks) is
         # held one tick: the tick executes its shifted mean, as the warm start would.
         return PLAN if plan.seq > last_plan_seq else HELD
-    return ACTOR if has_model else NO_MODEL
+    if not has_model:
+        return NO_MODEL
+    return STARTING if plan is None else ACTOR
 
 
 def held_action(plan: Plan, ticks_since_published: int) -> np.ndarray:
@@ -135,6 +138,7 @@ class PlanWorker:
         self.planner = None
         self.latest_plan: Plan | None = None
         self.latest_mean_states: np.ndarray | None = None  # (H+1, S), refreshed every predict_interval_s
+        self.applied_action: np.ndarray | None = None  # the last action the node published (A,)
         self.stats = PlanStats()
         self._thread = threading.Thread(target=self._run, name="plan-worker", daemon=True)
 
@@ -218,6 +222,14 @@ class PlanWorker:
             planner = planner.with_model(model)
         return planner.with_settings(arc=arc, safety=safety)
 
+    def _delay_compensated(self, planner, obs: np.ndarray) -> np.ndarray:
+        """The state one control step ahead through the action being applied while this plan
+        runs: its first action reaches the robot about one tick after the state was measured."""
+        action = self.applied_action
+        if not self.configs["task"].compensate_delay or action is None:
+            return obs
+        return planner.predict_states(obs, action[None])[1].astype(np.float32)
+
     def _plan(self, sample: StateSample) -> None:
         planner = self.planner
         if planner is None:
@@ -226,7 +238,7 @@ class PlanWorker:
             self.stats.count("skipped_stale")  # the tick will not use it anyway
             return
         start = time.perf_counter()
-        result = planner.plan(sample.obs, self._rng)
+        result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng)
         latency = time.perf_counter() - start
         action = np.asarray(result.action, dtype=np.float64)
         if action.shape != (self.task.act_dim,) or not np.all(np.isfinite(action)):

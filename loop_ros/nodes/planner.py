@@ -31,8 +31,8 @@ from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, pa
 from loop_ros.nodes.model_loader import ModelLoader
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
-from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, TICK_SOURCES, PlanWorker, StateSample,
-                                        held_action, tick_source)
+from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES, PlanWorker,
+                                        StateSample, held_action, tick_source)
 
 SECTIONS = ("arc", "safety", "runtime", "task")
 FIXED = ("task.name", "task.control_rate_hz")
@@ -120,9 +120,10 @@ class PlannerNode(Node):
         elif source == HELD:
             action = held_action(plan, self._plan_ticks)
             self._plan_ticks += 1
-        elif source == ACTOR:
+        elif source in (ACTOR, STARTING):
             action = self._actor_action(model, state.obs)
         self.action_pub.publish(float_array(action))
+        self.worker.applied_action = np.asarray(action, np.float32)
         self.counts[source] += 1
         self._count_swap_miss(model, source == ACTOR)
         if self._last_tick:
@@ -169,9 +170,11 @@ class PlannerNode(Node):
 
     def _prepare_model(self, model) -> None:
         """In the loader thread: a planner for the current settings composes the model's fused
-        graphs (``prepare``), so the plan worker's own planner finds them ready after the swap."""
+        graphs (``prepare``) and plans once, so the plan worker's own planner finds the graphs
+        ready and the sessions warm (a first run allocates) after the swap."""
         configs = self.worker.configs
-        ArcPlanner(model, self.task, configs["arc"], configs["safety"], configs["task"].controller)
+        planner = ArcPlanner(model, self.task, configs["arc"], configs["safety"], configs["task"].controller)
+        planner.plan(np.zeros(self.task.obs_dim, np.float32), np.random.default_rng(0))
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         self.loader.load_bytes(bytes(msg.data), self.params.configs["runtime"])
