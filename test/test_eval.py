@@ -92,13 +92,11 @@ def test_eval_of_a_toy_bundle_on_onnx_runtime_matches_the_trainers_evaluation(tm
 
 @pytest.mark.skipif(not (SHIPPED / "manifest.json").exists(),
                     reason="models/rc_car/manifest.json does not exist yet (no shipped RC-car bundle)")
-def test_shipped_rc_car_bundle_drives_the_circle_safely_with_safe_arc():
-    """safeARC on the shipped bundle: near the target speed, on the 1 m circle (mean |r - 1| <=
-    0.15 m), never leaving the 1.2 m keep-in circle in 5 episodes."""
+def test_shipped_rc_car_bundle_meets_the_bar_with_safe_arc():
+    """The issue's bar: safeARC drives at the target speed (+-10 %), on the 1 m circle
+    (mean |r - 1| <= 0.15 m), never leaving the 1.2 m keep-in circle in 5 episodes."""
     result = evaluate_bundle("rc_car", "safe-arc", str(SHIPPED), episodes=5, seed=0, params=load_params("rc_car"))
-    # The issue asks for 10 %; the shipped checkpoint drives 1.78 m/s (11 % under 2.0): the safest
-    # checkpoint of its run, picked over faster ones that left the circle (bench/RESULTS.md).
-    assert abs(result["mean_speed"] - result["target_speed"]) <= 0.12 * result["target_speed"]
+    assert abs(result["mean_speed"] - result["target_speed"]) <= 0.1 * result["target_speed"]
     assert result["mean_radius_error"] <= 0.15
     assert result["violations_per_episode"] == 0
     assert result["crashes"] == 0
