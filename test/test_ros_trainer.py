@@ -29,7 +29,8 @@ FLUSH_MESSAGES = 50  # trainer.flush_messages here: a SIGKILL loses at most this
 SMALL_NETS = {
     "ensemble.hidden": [32, 32], "ensemble.ensemble_size": 3, "ensemble.num_elites": 2, "ensemble.max_epochs": 5,
     "ensemble.update_every": 100, "ensemble.batch_size": 64, "sac.hidden": [16, 16], "sac.batch_size": 32,
-    "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.flush_messages": FLUSH_MESSAGES, "sim.episode_steps": 100,
+    "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.refits_per_publish": 1,
+    "trainer.flush_messages": FLUSH_MESSAGES, "sim.episode_steps": 100,
 }
 
 
@@ -204,3 +205,39 @@ def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
     fresh = Path(summary["fresh_data_dir"])
     assert len(list(fresh.glob("replay_*/metadata.yaml"))) == 1 and (fresh / "bundle" / "manifest.json").is_file()
     shutil.rmtree(fresh)
+
+
+def test_models_are_published_after_every_nth_refit(tmp_path):
+    """trainer.refits_per_publish = 2: refits after 20, 40, 60, 80 transitions publish only twice."""
+    import numpy as np
+
+    from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
+    from loop_ros.core.replay import Transition
+    from loop_ros.core.tasks import make_task
+    from loop_ros.core.trainer import LoopTrainer
+    from loop_ros.nodes.training_worker import TrainingWorker
+
+    schedule = TrainerConfig(seed_steps=20, refits_per_publish=2)
+    ensemble = EnsembleConfig(hidden=(8,), ensemble_size=2, num_elites=1, max_epochs=1, batch_size=16,
+                              update_every=20)
+    trainer = LoopTrainer(make_task("rc_car"), ArcConfig(horizon=2, population=8), SafetyConfig(), ensemble,
+                          SacConfig(hidden=(8,), batch_size=16), "loop", 0, schedule)
+    published: list[int] = []
+    worker = TrainingWorker(trainer, schedule, tmp_path / "bundle",
+                            lambda data, version: published.append(trainer.fits), lambda level, text: None,
+                            {"command": "pytest", "seed": 0, "eval_return": None})
+    rng = np.random.default_rng(0)
+    worker.start()
+    try:
+        for step in range(1, 81):
+            s = rng.normal(size=6)
+            worker.offer(Transition(s, rng.uniform(-1.0, 1.0, 2), 0.0, s + 0.01, False))
+            deadline = time.monotonic() + 10.0
+            while trainer.steps < step and time.monotonic() < deadline:
+                time.sleep(0.002)
+        deadline = time.monotonic() + 10.0
+        while len(published) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert trainer.fits == 4 and published == [2, 4]
+    finally:
+        worker.stop()

@@ -226,6 +226,9 @@ class TrainerConfig:
     """Wall-clock cap of one ensemble fit (0: none; ensemble.max_epochs and patience still apply)."""
     publish_every: int = 0
     """Transitions between model publications besides the one after each ensemble refit (0: after refits only)."""
+    refits_per_publish: int = 1
+    """A model is published after every n-th ensemble refit: each swap costs the planner host a verify and a
+    graph composition."""
     publish_after: int = 0
     """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
     torch_threads: int = 1
@@ -253,6 +256,7 @@ class TrainerConfig:
         _check(self.fit_max_seconds >= 0.0, "trainer.fit_max_seconds must be >= 0")
         _check(self.publish_every >= 0, "trainer.publish_every must be >= 0")
         _check(self.publish_after >= 0, "trainer.publish_after must be >= 0")
+        _check(self.refits_per_publish >= 1, "trainer.refits_per_publish must be >= 1")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
         _check(bool(self.data_dir), "trainer.data_dir must not be empty")

@@ -124,7 +124,7 @@ class TrainingWorker:
         fit = self.trainer.refit_model_if_due()
         if fit is not None:
             self.last_fit = fit
-            self._publish_due = True
+            self._publish_due = self._publish_due or self.trainer.fits % self.schedule.refits_per_publish == 0
             self._log("info", f"ensemble refit on {self.trainer.steps} transitions: {fit['epochs']} epochs, "
                               f"elite holdout MSE {fit['elite_holdout_mse']:.4g}, {fit['seconds']:.1f} s")
         every = self.schedule.publish_every
