@@ -184,10 +184,9 @@ class ArcPlanner:
         metrics = {"n_feasible": n_feasible, "all_infeasible": False, "best_score": float(score.max())}
         if worst is not None and n_feasible == 0:
             metrics["all_infeasible"] = True
-            if self.safety.fallback == "brake":
-                action = self.task.safe_action().astype(np.float32)
-            else:
-                action = candidates[int(np.argmin(worst)), 0]
+            # 'min_cost': the mean after Alg. 4 l.30, every candidate weighted by softmax(-cost/eta_cost)
+            brake = self.safety.fallback == "brake"
+            action = self.task.safe_action().astype(np.float32) if brake else self.mean[0].copy()
             return PlanResult(action, self.mean, metrics)
         if explore:
             j = min(int(np.searchsorted(np.cumsum(weights), pick * weights.sum(), side="right")), len(weights) - 1)

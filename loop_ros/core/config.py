@@ -87,7 +87,7 @@ class SafetyConfig:
     eta_cost: float = 1.0
     """Temperature of the cost weights used while too few candidates are feasible."""
     fallback: str = "min_cost"
-    """When no candidate is feasible after all iterations: 'min_cost' plan or 'brake' (safe action)."""
+    """No candidate feasible after all iterations: 'min_cost' (the mean weighted by softmax(-cost/eta_cost)) or 'brake'."""
     keep_in_radius: float = 1.2
     """Keep-in circle radius (m) around the origin; cost 1 while outside. <= 0 disables it."""
     obstacles: tuple[float, ...] = ()
