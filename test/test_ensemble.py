@@ -9,7 +9,8 @@ import torch
 from loop_ros.core.config import EnsembleConfig, SacConfig
 from loop_ros.core.ensemble import DynamicsEnsemble, soft_bound, split_holdout
 from loop_ros.core.sac import Sac
-from loop_ros.core.torch_model import TorchPlanningModel, export_onnx
+from loop_ros.core.bundle import export_graph
+from loop_ros.core.torch_model import TorchPlanningModel
 
 torch.set_num_threads(1)
 NOISE_STD = 0.01
@@ -133,9 +134,8 @@ def test_network_log_variance_stays_within_learned_bounds_far_from_data(fitted):
 
 def test_dynamics_onnx_equals_torch(fitted, tmp_path):
     module = fitted[0].planning_module()
-    path = str(tmp_path / "dynamics.onnx")
-    export_onnx(module, path)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    dims = {"obs_dim": module.obs_dim, "act_dim": module.act_dim, "ensemble_size": module.ensemble_size}
+    session = ort.InferenceSession(export_graph(module, "dynamics.onnx", dims), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
     k, batch = module.ensemble_size, 7  # exported with batch 2: checks the dynamic axis
     feed = {"state": rng.standard_normal((k, batch, 2)), "action": rng.uniform(-1, 1, (k, batch, 1)),

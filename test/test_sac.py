@@ -9,7 +9,7 @@ from torch.distributions import Normal
 
 from loop_ros.core.config import SacConfig
 from loop_ros.core.sac import Sac, TransitionBuffer, polyak_update
-from loop_ros.core.torch_model import export_onnx
+from loop_ros.core.bundle import export_graph
 
 torch.set_num_threads(1)
 SMALL = SacConfig(hidden=(64, 64), batch_size=64, gamma=0.9, tau=0.01, lr=1e-3)
@@ -137,19 +137,19 @@ def test_default_target_entropy_is_minus_action_dim():
     assert Sac(3, 2, -np.ones(2), np.ones(2), SacConfig()).target_entropy == -2.0
 
 
-def run_onnx(module, path, feed):
-    export_onnx(module, path)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+def run_onnx(module, name, feed):
+    dims = {"obs_dim": module.obs_dim, "act_dim": module.act_dim, "ensemble_size": 1}
+    session = ort.InferenceSession(export_graph(module, name, dims), providers=["CPUExecutionProvider"])
     return session.run(None, {name: value.astype(np.float32) for name, value in feed.items()})[0]
 
 
-def test_actor_and_critic_onnx_equal_torch(tmp_path):
+def test_actor_and_critic_onnx_equal_torch():
     sac, rng = tiny_sac(), np.random.default_rng(2)
     state, noise, action = rng.standard_normal((9, 2)), rng.standard_normal((9, 1)), rng.uniform(-2, 2, (9, 1))
     state_t, noise_t, action_t = (torch.as_tensor(x, dtype=torch.float32) for x in (state, noise, action))
     actor, critic = sac.actor_module(), sac.critic_module()
-    onnx_action = run_onnx(actor, str(tmp_path / "actor.onnx"), {"state": state, "noise": noise})
-    onnx_q = run_onnx(critic, str(tmp_path / "critic.onnx"), {"state": state, "action": action})
+    onnx_action = run_onnx(actor, "actor.onnx", {"state": state, "noise": noise})
+    onnx_q = run_onnx(critic, "critic.onnx", {"state": state, "action": action})
     with torch.no_grad():
         torch_q1, torch_q2 = critic.both(state_t, action_t)
         torch_action = actor(state_t, noise_t)

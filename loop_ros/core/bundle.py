@@ -152,17 +152,19 @@ def export_bundle(
         "extra": dict(extra or {}),
     }
     modules = dict(zip(GRAPH_FILES, (dynamics_module, actor_module, critic_module)))
-    files = {name: _export_graph(module, CONTRACT[name], manifest) for name, module in modules.items()}
+    files = {name: export_graph(module, name, manifest) for name, module in modules.items()}
     manifest["sha256"] = {name: _sha256(data) for name, data in files.items()}
     # numpy values (e.g. normaliser statistics in ``extra``) are written as lists
     files[MANIFEST] = json.dumps(manifest, indent=2, default=lambda value: np.asarray(value).tolist()).encode()
     return write_bundle(Bundle(manifest, files), out_dir)
 
 
-def _export_graph(module, spec, manifest: Mapping[str, Any]) -> bytes:
-    """ONNX bytes of one module via the legacy exporter (fast, weights embedded, no .data file)."""
+def export_graph(module, name: str, dims: Mapping[str, Any]) -> bytes:
+    """ONNX bytes of one contract graph (``name`` in ``GRAPH_FILES``) via the legacy exporter
+    (fast, weights embedded, no .data file); ``dims`` holds obs_dim, act_dim, ensemble_size."""
     import torch
 
+    spec, manifest = CONTRACT[name], dims
     device = next(module.parameters(), torch.zeros(())).device
     # B = 2, not 1: the tracer may specialise a batch of 1 despite dynamic_axes.
     args = tuple(torch.zeros(contract_shape(shape, manifest, 2), device=device) for _, shape in spec["inputs"])

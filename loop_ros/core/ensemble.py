@@ -101,10 +101,6 @@ class EnsembleDynamics(nn.Module):
     member mean); K is fixed by the members it holds, the batch axis B is dynamic.
     """
 
-    input_names = ("state", "action", "noise")
-    output_names = ("next_state", "reward")
-    dynamic_axes = {name: {1: "batch"} for name in (*input_names, *output_names)}
-
     def __init__(self, net: GaussianEnsembleNet, stats: dict[str, np.ndarray]):
         super().__init__()
         self.net = net
@@ -132,10 +128,6 @@ class EnsembleDynamics(nn.Module):
         mean, logvar, reward = self._standardised_outputs(state, action)
         return state + self.delta_mean + self.delta_std * (mean + torch.exp(0.5 * logvar) * noise), reward
 
-    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
-        k, s, a = self.ensemble_size, self.obs_dim, self.act_dim
-        device = self.input_mean.device
-        return tuple(torch.zeros(k, batch, d, device=device) for d in (s, a, s))
 
 
 def split_holdout(n: int, ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

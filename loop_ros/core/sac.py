@@ -18,7 +18,6 @@ from loop_ros.core.config import SacConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range of the actor's log std (tanh-rescaled rather than clamped, so it keeps a gradient)."""
-BATCH_AXIS = {0: "batch"}
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
@@ -45,10 +44,6 @@ def squashed_gaussian_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch
 
 class TanhGaussianActor(nn.Module):
     """The ``actor.onnx`` graph: ``action = bias + scale * tanh(mu(s) + exp(log_std(s)) * noise)``."""
-
-    input_names = ("state", "noise")
-    output_names = ("action",)
-    dynamic_axes = {name: BATCH_AXIS for name in (*input_names, *output_names)}
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...],
                  action_low: np.ndarray, action_high: np.ndarray):
@@ -80,17 +75,10 @@ class TanhGaussianActor(nn.Module):
         mu, log_std = self.distribution(state)
         return self.squash(mu + log_std.exp() * noise)
 
-    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
-        device = self.action_scale.device
-        return torch.zeros(batch, self.obs_dim, device=device), torch.zeros(batch, self.act_dim, device=device)
 
 
 class TwinQ(nn.Module):
     """Two independent Q networks; ``forward`` is the ``critic.onnx`` graph, min(Q1, Q2)."""
-
-    input_names = ("state", "action")
-    output_names = ("q",)
-    dynamic_axes = {name: BATCH_AXIS for name in (*input_names, *output_names)}
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]):
         super().__init__()
@@ -107,9 +95,6 @@ class TwinQ(nn.Module):
         """(B, S), (B, A) -> min(Q1, Q2) (B,): the clipped double-Q estimate."""
         return torch.minimum(*self.both(state, action))
 
-    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
-        device = next(self.parameters()).device
-        return torch.zeros(batch, self.obs_dim, device=device), torch.zeros(batch, self.act_dim, device=device)
 
 
 @torch.no_grad()

@@ -1,14 +1,9 @@
-"""The torch side of a model bundle: the PlanningModel protocol over torch modules, and
-the ONNX export of those modules (legacy exporter: the dynamo one needs onnxscript)."""
+"""The PlanningModel protocol over the torch modules of a bundle (export: ``bundle.export_graph``)."""
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
 from torch import nn
-
-ONNX_OPSET = 17
 
 
 class TorchPlanningModel:
@@ -40,13 +35,3 @@ class TorchPlanningModel:
         """(B, S), (B, A) -> min(Q1, Q2) (B,)."""
         return self._run(self.critic_module, state, action).cpu().numpy()
 
-
-def export_onnx(module: nn.Module, path: str) -> None:
-    """Write one bundle graph; the module names its inputs, outputs and dynamic batch axes
-    (``input_names``, ``output_names``, ``dynamic_axes``, ``example_inputs()``)."""
-    with warnings.catch_warnings():  # the legacy exporter's deprecation notices, on every export
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
-        torch.onnx.export(module, module.example_inputs(), path, input_names=list(module.input_names),
-                          output_names=list(module.output_names), dynamic_axes=module.dynamic_axes,
-                          opset_version=ONNX_OPSET, dynamo=False)
