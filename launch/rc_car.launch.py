@@ -13,8 +13,9 @@ from launch_ros.substitutions import FindPackageShare
 
 from loop_ros.supervisor import TRAINER_ENV
 
-NODES = ("sim", "planner", "trainer")
-"""Executables (setup.py console_scripts), started in this order, each named after itself."""
+NODES = ("trainer", "sim", "planner")
+"""Executables (setup.py console_scripts), started in this order, each named after itself
+(the trainer first, as ``loop-ros up`` does, so it records from the first tick)."""
 
 
 
@@ -24,9 +25,10 @@ def generate_launch_description() -> LaunchDescription:
         default_value=PathJoinSubstitution([FindPackageShare("loop_ros"), "config", "rc_car.yaml"]),
         description="ROS 2 params file of every node (fields of loop_ros/core/config.py)",
     )
+    # The sim and the planner start once the two other nodes subscribe to their state / action.
     nodes = [
         Node(package="loop_ros", executable=name, name=name, output="screen",
-             parameters=[LaunchConfiguration("params_file")],
+             parameters=[LaunchConfiguration("params_file"), {"task.start_subscribers": len(NODES) - 1}],
              additional_env=TRAINER_ENV if name == "trainer" else None)
         for name in NODES
     ]

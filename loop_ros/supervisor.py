@@ -1,10 +1,11 @@
 """Run a task's nodes as separate processes (``loop-ros up rc_car``), for machines without ros2 launch.
 
 A process supervisor, not a launch clone: it starts the same node executables with the same
-params file as ``launch/rc_car.launch.py`` (the task's nodes, then the trainer unless
-``--no-trainer``; ``--fresh`` learns from scratch), forwards SIGINT/SIGTERM, stops everything when
-one node exits, stops all after ``--duration`` (SIGINT, then SIGTERM and SIGKILL after a
-grace period) and prints one JSON summary merged from the nodes' own summary files.
+params file as ``launch/rc_car.launch.py`` (the trainer unless ``--no-trainer``, then the task's
+nodes once the trainer is up, so it records from the first tick; ``--fresh`` learns from
+scratch), forwards SIGINT/SIGTERM, stops everything when one node exits, stops all after
+``--duration`` in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period)
+and prints one JSON summary merged from the nodes' own summary files.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from loop_ros.nodes import data_path, write_json
 TASK_NODES = {"rc_car": ("sim", "planner")}
 """Nodes of each task, in start order; each is ``python -m loop_ros.nodes.<name>``."""
 TRAINER = "trainer"
-"""Started after the task's nodes unless ``--no-trainer`` (so it is stopped first)."""
+"""Started first unless ``--no-trainer``, and stopped last, so it records every tick."""
+READY_TIMEOUT_S = 120.0
+"""How long the task's nodes wait for the trainer to be up (it loads the replay first)."""
 TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 """glibc malloc made eager torch 15-40 % slower and erratic without these (STACK_NOTES)."""
 DEFAULT_DOMAIN_ID = 42
@@ -34,6 +37,7 @@ PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "inva
                 "swap_deadline_misses", "controller")
 SIM_KEYS = ("violations", "mean_speed", "episode_returns")
 TRAINER_KEYS = ("replay_transitions", "model_versions_published")
+UNPAIRED = "replay_unpaired_"  # the trainer's counts of states that completed no transition, by reason
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true",
                         help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
                              "the run) and the planner starts without a model, so every model it uses is learned "
-                             "in this run (while it has none it brakes)")
+                             "in this run (while it has none it brakes); every published model is kept in "
+                             "<data_dir>/models for evaluation")
 
 
 def node_environment(domain_id: int | None) -> dict[str, str]:
@@ -61,16 +66,18 @@ def node_environment(domain_id: int | None) -> dict[str, str]:
 
 
 def node_command(name: str, params: Path, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
-    """The node's command line; ``overrides`` are ``section.field:=value`` parameters."""
-    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
+    """The node's command line; ``overrides`` are ``section.field:=value`` parameters. The node
+    writes its summary to ``summary`` and creates ``ready_file(summary)`` once it is up."""
+    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary), "--ready", str(ready_file(summary)),
             "--ros-args", "--params-file", str(params), "-r", f"__node:={name}",
             *(item for override in overrides for item in ("-p", override))]
 
 
 def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
-    """``--fresh``: the trainer records into ``data_dir`` (empty) and publishes from its first fit on;
-    the planner's bundle is the trainer's bundle directory there, which does not exist yet."""
-    return {TRAINER: (f"trainer.data_dir:={data_dir}", "trainer.publish_after:=0"),
+    """``--fresh``: the trainer records into ``data_dir`` (empty), publishes from its first fit on and
+    keeps every model it publishes in ``data_dir/models``; the planner's bundle is the trainer's
+    bundle directory there, which does not exist yet."""
+    return {TRAINER: (f"trainer.data_dir:={data_dir}", "trainer.publish_after:=0", "trainer.keep_models:=-1"),
             "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
@@ -84,14 +91,26 @@ def _die_with_parent() -> None:
         pass
 
 
+def ready_file(summary: Path) -> Path:
+    return summary.with_suffix(".ready")
+
+
 def start_nodes(names, params: Path, summary_dir: Path, env: dict,
                 overrides: dict[str, tuple[str, ...]] | None = None) -> dict[str, subprocess.Popen]:
-    # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
-    overrides = overrides or {}
-    return {name: subprocess.Popen(node_command(name, params, summary_dir / f"{name}.json", overrides.get(name, ())),
-                                   env={**env, **TRAINER_ENV} if name == TRAINER else env,
-                                   start_new_session=True, preexec_fn=_die_with_parent)
-            for name in names}
+    """Start ``names`` in order; the ones after the trainer once it is up (or has exited, or
+    ``READY_TIMEOUT_S`` passed)."""
+    overrides, processes = overrides or {}, {}
+    for name in names:
+        summary = summary_dir / f"{name}.json"
+        # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
+        processes[name] = subprocess.Popen(node_command(name, params, summary, overrides.get(name, ())),
+                                           env={**env, **TRAINER_ENV} if name == TRAINER else env,
+                                           start_new_session=True, preexec_fn=_die_with_parent)
+        if name == TRAINER:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not ready_file(summary).exists() and processes[name].poll() is None and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+    return processes
 
 
 def supervise(processes: dict[str, subprocess.Popen], duration: float | None) -> tuple[str, int, bool]:
@@ -134,7 +153,8 @@ def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: flo
 def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
                    summary_dir: Path) -> dict:
     """Headline figures of the planner (rate, misses, model swaps), the sim (violations, returns) and
-    the trainer (replay size, models published), and each node's summary."""
+    the trainer (replay size, why states completed no transition, models published), and each
+    node's summary."""
     nodes = {}
     for name in processes:
         path = summary_dir / f"{name}.json"
@@ -144,6 +164,8 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
     for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS), (TRAINER, TRAINER_KEYS)):
         summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
     summary["swaps_rejected"] = (nodes.get("planner") or {}).get("bundle_errors")
+    trainer = nodes.get(TRAINER) or {}
+    summary["replay_unpaired"] = {key.removeprefix(UNPAIRED): n for key, n in trainer.items() if key.startswith(UNPAIRED)}
     summary["nodes"] = nodes
     return summary
 
@@ -153,13 +175,17 @@ def run(args: argparse.Namespace) -> int:
     if not params.is_file():
         print(f"loop-ros up: no params file at {params}", file=sys.stderr)
         return 2
-    names = TASK_NODES[args.task] + (() if args.no_trainer else (TRAINER,))
+    names = (() if args.no_trainer else (TRAINER,)) + TASK_NODES[args.task]
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()
-        processes = start_nodes(names, params, summary_dir, node_environment(args.domain_id),
-                                fresh_overrides(fresh_dir) if fresh_dir else None)
+        overrides = fresh_overrides(fresh_dir) if fresh_dir else {}
+        # Each of the others subscribes to the sim's state and the planner's action: both start
+        # once all who listen can hear them.
+        for name in TASK_NODES[args.task]:
+            overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(names) - 1}",)
+        processes = start_nodes(names, params, summary_dir, node_environment(args.domain_id), overrides)
         reason, signum, node_exited = supervise(processes, args.duration)
         stop_nodes(processes, signum)
         summary = merged_summary(args.task, reason, time.monotonic() - start, processes, summary_dir)

@@ -3,6 +3,7 @@ rosbags opens with the expected topics and counts, rotation, recovery of half-wr
 bags, and the crash-loss bound under SIGKILL of the writing process."""
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import signal
@@ -37,8 +38,13 @@ def pose(i: float) -> tuple[float, ...]:
     return (0.1 * i, 1.0 - 0.05 * i, 0.3 * i, 1.0 + 0.1 * i, -0.2 * i, 0.05 * i)
 
 
-def state(p) -> bytes:
-    return serialize_message(odometry_from_pose(p, Time(sec=1)))
+_STAMPS_MS = itertools.count(1)
+
+
+def state(p, stamp_ms: int | None = None) -> bytes:
+    """Odometry of pose ``p`` stamped ``stamp_ms`` after T0 (default: 1 ms after the previous default)."""
+    ns = T0 + (next(_STAMPS_MS) if stamp_ms is None else stamp_ms) * MS
+    return serialize_message(odometry_from_pose(p, Time(sec=ns // 10**9, nanosec=ns % 10**9)))
 
 
 def action(a) -> bytes:
@@ -61,30 +67,34 @@ def drain(buffer: ReplayBuffer, timeout_s: float = 5.0) -> None:
     assert buffer.recorder.pending() == 0
 
 
-# The hand-made stream: (ms after T0, topic, bytes). Transitions expected (module docstring
-# of core/replay.py): the newest action before s', no transition across an episode message,
-# an invalid state, a state gap or an action older than max_gap_s (0.2 s).
-A0, A1, A2 = (0.5, 0.1), (-0.2, 0.3), (0.9, -0.7)
+# The hand-made stream: (ms after T0 received, topic, bytes); states are stamped when they
+# were sent. Transitions expected (module docstring of core/replay.py): the newest action
+# before s'; none from an episode's terminal state to the next episode's first state (same
+# stamp), across an invalid state, a stamp gap over max_gap_s (0.2 s), or with an action
+# received more than max_gap_s before s; a trainer that fell behind keeps its transitions.
+A0, A1, A2, A3 = (0.5, 0.1), (-0.2, 0.3), (0.9, -0.7), (0.0, 1.0)
 NAN_POSE = (math.nan, 0.0, 0.0, 0.0, 0.0, 0.0)
 STREAM = [
     (0, "/action", action(A0)),
-    (20, "/state", state(pose(0))),
-    (40, "/state", state(pose(1))),      # T1: s0, A0, s1
+    (20, "/state", state(pose(0), 20)),
+    (40, "/state", state(pose(1), 40)),       # T1: s0, A0, s1
     (45, "/action", action(A1)),
-    (60, "/state", state(pose(2))),      # T2: s1, A1, s2
-    (70, "/episode", EPISODE),
-    (80, "/state", state(pose(3))),      # first state of the next episode
-    (100, "/state", state(pose(4))),     # T3: s3, A1 (55 ms old), s4
-    (500, "/state", state(pose(5))),     # 400 ms gap: none
-    (520, "/state", state(NAN_POSE)),    # invalid: none, and the next has no s
-    (540, "/state", state(pose(6))),
-    (560, "/state", state(pose(7))),     # A1 is 515 ms old: none
+    (60, "/state", state(pose(2), 60)),       # T2: s1, A1, s2 (the episode's terminal state)
+    (61, "/state", state(pose(3), 60)),       # the next episode's first state, same stamp: none
+    (70, "/episode", EPISODE),                # stamped states do not need it
+    (100, "/state", state(pose(4), 100)),     # T3: s3, A1 (55 ms old), s4
+    (500, "/state", state(pose(5), 500)),     # 400 ms gap: none
+    (520, "/state", state(NAN_POSE, 520)),    # invalid: none, and the next has no s
+    (540, "/state", state(pose(6), 540)),
+    (560, "/state", state(pose(7), 560)),     # A1 was 495 ms old at s6: none
     (565, "/action", action((1.0, 0.0, 0.0))),  # wrong size: no valid action
-    (580, "/state", state(pose(8))),
+    (580, "/state", state(pose(8), 580)),
     (585, "/action", action(A2)),
-    (600, "/state", state(pose(9))),     # T4: s8, A2, s9
+    (600, "/state", state(pose(9), 600)),     # T4: s8, A2, s9
+    (605, "/action", action(A3)),
+    (900, "/state", state(pose(10), 620)),    # the trainer fell behind 280 ms: T5: s9, A3, s10
 ]
-EXPECTED = [(0, A0, 1), (1, A1, 2), (3, A1, 4), (8, A2, 9)]  # (s index, action, s' index)
+EXPECTED = [(0, A0, 1), (1, A1, 2), (3, A1, 4), (8, A2, 9), (9, A3, 10)]  # (s index, action, s' index)
 
 
 def check_transitions(transitions) -> None:
@@ -109,7 +119,11 @@ def test_transitions_are_rebuilt_live_and_again_on_load(tmp_path):
     first.close()
     second = replay(tmp_path)
     check_transitions(list(second.load()))
-    assert second.stats()["replay_transitions"] == 4 and second.loaded_messages == len(STREAM)
+    stats = second.stats()
+    assert stats["replay_transitions"] == 5 and second.loaded_messages == len(STREAM)
+    assert {k: v for k, v in stats.items() if k.startswith("replay_unpaired_")} == {
+        "replay_unpaired_no_previous": 2, "replay_unpaired_episode_start": 1, "replay_unpaired_state_gap": 1,
+        "replay_unpaired_invalid": 1, "replay_unpaired_action_gap": 1, "replay_unpaired_no_action": 1}
 
 
 def test_an_undecodable_message_counts_as_invalid(tmp_path):
@@ -129,11 +143,11 @@ def test_bags_are_rosbag2_v9_mcap_with_the_topics_and_counts(tmp_path):
     buffer.close()
     [bag] = bag_directories(tmp_path, print)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert meta["version"] == 9 and meta["storage_identifier"] == "mcap" and meta["message_count"] == 16
+    assert meta["version"] == 9 and meta["storage_identifier"] == "mcap" and meta["message_count"] == len(STREAM) == 18
     with Reader(bag) as reader:
         counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
         first = next(reader.messages())
-    assert counts == {"/state": ("nav_msgs/msg/Odometry", 11), "/action": ("std_msgs/msg/Float64MultiArray", 4),
+    assert counts == {"/state": ("nav_msgs/msg/Odometry", 12), "/action": ("std_msgs/msg/Float64MultiArray", 5),
                       "/episode": ("std_msgs/msg/String", 1)}
     assert (first[0].topic, first[1], bytes(first[2])) == ("/action", T0, action(A0))  # the wire bytes, as received
 

@@ -23,7 +23,7 @@ def sample(seq, received=0.0, value=0.0):
 
 
 def plan(seq, state):
-    return Plan(seq, state, np.zeros(2), np.zeros((3, 2)), {}, 0.001, 0.0)
+    return Plan(seq, state, np.zeros(2), np.zeros((3, 2)), {}, 0.001, 0.0, state.received)
 
 
 @pytest.mark.parametrize("now, state, invalid, latest_plan, last_used, has_model, expected", [
@@ -41,7 +41,7 @@ def test_tick_source(now, state, invalid, latest_plan, last_used, has_model, exp
 
 
 def test_held_plan_executes_its_shifted_mean():
-    held = Plan(0, sample(0), np.zeros(2), np.arange(6, dtype=np.float32).reshape(3, 2), {}, 0.001, 0.0)
+    held = Plan(0, sample(0), np.zeros(2), np.arange(6, dtype=np.float32).reshape(3, 2), {}, 0.001, 0.0, 0.0)
     np.testing.assert_array_equal(held_action(held, 1), [2, 3])  # one tick after its first action
     np.testing.assert_array_equal(held_action(held, 5), [4, 5])  # past the horizon: the last action
 

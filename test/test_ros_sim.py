@@ -62,3 +62,8 @@ def test_sim_follows_actions_brakes_without_them_and_reports_episodes(tmp_path):
     assert summary["episode_returns"] == [e["return"] for e in summary["episodes"]]
     assert summary["violations"] == sum(e["violations"] for e in summary["episodes"])
     assert abs(summary["achieved_hz"] - 50.0) < 2.5
+    # An episode's end publishes its terminal state, then the next episode's first state with
+    # the same stamp (the trainer's boundary); otherwise stamps advance one tick at a time.
+    stamps = np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in states])
+    steps = np.diff(stamps)
+    assert np.all(steps >= 0) and abs(int(np.sum(steps == 0)) - len(finished)) <= 1 and np.sum(steps == 0) >= 3

@@ -67,4 +67,5 @@ def test_node_commands_and_environment(tmp_path, monkeypatch):
     assert TASK_NODES["rc_car"] == ("sim", "planner")
     assert node_command("sim", tmp_path / "p.yaml", tmp_path / "s.json") == [
         sys.executable, "-m", "loop_ros.nodes.sim", "--summary", str(tmp_path / "s.json"),
+        "--ready", str(tmp_path / "s.ready"),
         "--ros-args", "--params-file", str(tmp_path / "p.yaml"), "-r", "__node:=sim"]

@@ -202,13 +202,18 @@ def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
     assert summary["model_swaps"] >= 1 and summary["swaps_rejected"] == 0 and summary["swap_deadline_misses"] is not None
     assert summary["model_version"] in summary["model_versions_published"]
     assert summary["replay_transitions"] >= 200
+    # The trainer is up before the first tick and stops after the last: one transition per
+    # tick, less the states before the planner's first action reached it, at most one chunk
+    # (100) in all; a few more after the planner stopped while the sim held its last action.
+    assert -15 <= summary["ticks"] - summary["replay_transitions"] <= 100, summary["replay_unpaired"]
     fresh = Path(summary["fresh_data_dir"])
     assert len(list(fresh.glob("replay_*/metadata.yaml"))) == 1 and (fresh / "bundle" / "manifest.json").is_file()
     shutil.rmtree(fresh)
 
 
-def test_models_are_published_after_every_nth_refit(tmp_path):
-    """trainer.refits_per_publish = 2: refits after 20, 40, 60, 80 transitions publish only twice."""
+def test_models_are_published_after_every_nth_refit_and_the_newest_kept(tmp_path):
+    """trainer.refits_per_publish = 2: refits after 20, 40, 60, 80 transitions publish only twice;
+    trainer.keep_models = 1: models/ holds a copy of the newest published bundle only."""
     import numpy as np
 
     from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
@@ -217,7 +222,7 @@ def test_models_are_published_after_every_nth_refit(tmp_path):
     from loop_ros.core.trainer import LoopTrainer
     from loop_ros.nodes.training_worker import TrainingWorker
 
-    schedule = TrainerConfig(seed_steps=20, refits_per_publish=2)
+    schedule = TrainerConfig(seed_steps=20, refits_per_publish=2, keep_models=1)
     ensemble = EnsembleConfig(hidden=(8,), ensemble_size=2, num_elites=1, max_epochs=1, batch_size=16,
                               update_every=20)
     trainer = LoopTrainer(make_task("rc_car"), ArcConfig(horizon=2, population=8), SafetyConfig(), ensemble,
@@ -241,3 +246,6 @@ def test_models_are_published_after_every_nth_refit(tmp_path):
         assert trainer.fits == 4 and published == [2, 4]
     finally:
         worker.stop()
+    [kept] = sorted((tmp_path / "models").glob("v*"))
+    assert json.loads((kept / "manifest.json").read_text())["version"] == worker.versions_published[-1]
+    assert (kept / "manifest.json").read_bytes() == (tmp_path / "bundle" / "manifest.json").read_bytes()

@@ -77,25 +77,31 @@ def test_cuda_falls_back_to_cpu_with_a_warning(bundle, caplog):
     assert "runtime.device is 'cuda' but ONNX Runtime runs on ['CPUExecutionProvider']" in caplog.text
 
 
-def test_holder_swaps_good_bundles_and_keeps_the_old_model_on_a_bad_one(export_tiny_bundle):
-    holder = ModelHolder()
-    assert holder.current is None and holder.version is None
-    cfg = RuntimeConfig()
-    first = holder.load_from_bytes(bundle_to_bytes(export_tiny_bundle(version=1, name="v1")), EXPECTED, cfg)
-    assert holder.current is None  # loading never swaps
-    holder.swap(first)
-    assert holder.current is first and holder.version == 1
+def test_the_preparer_process_verifies_and_composes_and_refuses_bad_bundles(export_tiny_bundle):
+    """The planner's loader: verify + compose in a child process, sessions here, one swap per good bundle."""
+    from loop_ros.core.runtime import fused_graphs
+    from loop_ros.nodes.model_loader import BundlePreparer
 
     good = read_bundle(export_tiny_bundle(version=2, name="v2"))
     flipped = bytearray(good.files["dynamics.onnx"])
     flipped[100] ^= 0xFF
-    corrupt = Bundle(good.manifest, {**good.files, "dynamics.onnx": bytes(flipped)})
-    with pytest.raises(BundleError, match="sha256 mismatch for dynamics.onnx"):
-        holder.load_from_bytes(bundle_to_bytes(corrupt), EXPECTED, cfg)
+    corrupt = bundle_to_bytes(Bundle(good.manifest, {**good.files, "dynamics.onnx": bytes(flipped)}))
     wrong_task = bundle_to_bytes(export_tiny_bundle(version=3, name="v3", task="point_mass"))
-    with pytest.raises(BundleError, match="bundle task is 'point_mass', expected 'rc_car'"):
-        holder.load_from_bytes(wrong_task, EXPECTED, cfg)
-    assert holder.current is first and (holder.swaps, holder.rejected) == (1, 2)
-
-    holder.swap(holder.load_from_bytes(bundle_to_bytes(good), EXPECTED, cfg))
-    assert holder.version == 2 and (holder.swaps, holder.rejected) == (2, 2)
+    preparer, holder = BundlePreparer(), ModelHolder()
+    try:
+        files, graphs = preparer.prepare("bytes", bundle_to_bytes(good), EXPECTED, (4, "next"))
+        assert files == good.files and graphs == fused_graphs(good, 4, "next")  # as composed in this process
+        with pytest.raises(BundleError, match="sha256 mismatch for dynamics.onnx"):
+            preparer.prepare("bytes", corrupt, EXPECTED, (4, "next"))
+        with pytest.raises(BundleError, match="bundle task is 'point_mass', expected 'rc_car'"):
+            preparer.prepare("bytes", wrong_task, EXPECTED, None)
+        process = preparer._process
+        assert process.is_alive()  # bad bundles are answers, not crashes
+        files, graphs = preparer.prepare("directory", export_tiny_bundle(version=4, name="v4"), EXPECTED, None)
+    finally:
+        preparer.close()
+    assert graphs is None and not process.is_alive()
+    assert holder.current is None and holder.version is None
+    model = OrtPlanningModel(read_bundle(export_tiny_bundle(version=4, name="v4")), RuntimeConfig())
+    holder.swap(model)
+    assert holder.current is model and holder.version == 4 and holder.swaps == 1

@@ -118,6 +118,20 @@ def candidate_weights(score: np.ndarray, worst_cost: np.ndarray | None, arc: Arc
     return weigh(score, arc.eta, feasible), n_feasible
 
 
+def terminal_kind(arc: ArcConfig) -> str | None:
+    """What the rollout's q is: 'next' = Q(s_H, pi(s_H)), 'last' = Q(s_{H-1}, a_{H-1}), None = no value."""
+    if not arc.use_terminal_value:
+        return None
+    return "last" if arc.terminal == "authors" else "next"
+
+
+def fused_graph_key(arc: ArcConfig, controller: str) -> tuple[int, str | None] | None:
+    """(horizon, terminal kind) of the fused graphs a planner with these settings composes (None: none)."""
+    if controller == "actor":
+        return None
+    return arc.horizon, terminal_kind(controller_arc_config(controller, arc))
+
+
 class ArcPlanner:
     """Batched ARC / safeARC over a ``PlanningModel`` (see ``runtime.py``) and a ``Task``."""
 
@@ -130,8 +144,9 @@ class ArcPlanner:
         self.high = np.asarray(task.action_high, dtype=np.float32)
         self.init_std = np.float32(self.arc.sigma) * (self.high - self.low) / 2
         self.mean: np.ndarray | None = None  # warm start (H, A)
-        if hasattr(model, "prepare") and controller != "actor":
-            model.prepare(self.arc.horizon, self.terminal_kind())  # compose fused graphs now, not mid-plan
+        key = fused_graph_key(arc, controller)
+        if hasattr(model, "prepare") and key is not None:
+            model.prepare(*key)  # compose fused graphs now, not mid-plan
 
     def with_settings(self, arc: ArcConfig | None = None, safety: SafetyConfig | None = None) -> "ArcPlanner":
         """A planner with new settings on the same model; keeps the warm start when the shape allows."""
@@ -226,10 +241,7 @@ class ArcPlanner:
         return np.concatenate([actor_sequences, gaussian.astype(np.float32)], axis=0)
 
     def terminal_kind(self) -> str | None:
-        """What the rollout's q is: 'next' = Q(s_H, pi(s_H)), 'last' = Q(s_{H-1}, a_{H-1}), None = no value."""
-        if not self.arc.use_terminal_value:
-            return None
-        return "last" if self.arc.terminal == "authors" else "next"
+        return terminal_kind(self.arc)
 
     def evaluate(self, state: np.ndarray, candidates: np.ndarray, dynamics_noise: np.ndarray):
         """Returns (K, P, N) and discounted costs (K, P, N) of each candidate under each member and particle.

@@ -194,7 +194,7 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
         if not path.is_file():
             raise BundleError(f"missing file {name} in bundle {directory}")
         files[name] = path.read_bytes()
-    return _bundle_from_files(files)
+    return bundle_from_files(files)
 
 
 def write_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
@@ -239,7 +239,7 @@ def bundle_from_bytes(data: bytes) -> Bundle:
                 files[member.name] = tar.extractfile(member).read()
     except tarfile.TarError as error:
         raise BundleError(f"bundle bytes are not a readable uncompressed tar: {error}") from error
-    return _bundle_from_files(files)
+    return bundle_from_files(files)
 
 
 def _check_member(member: tarfile.TarInfo, seen: Mapping[str, bytes]) -> None:
@@ -256,7 +256,7 @@ def _check_member(member: tarfile.TarInfo, seen: Mapping[str, bytes]) -> None:
         raise BundleError(f"refused tar member {name!r}: {member.size} bytes exceeds {MAX_FILE_BYTES}")
 
 
-def _bundle_from_files(files: dict[str, bytes]) -> Bundle:
+def bundle_from_files(files: dict[str, bytes]) -> Bundle:
     missing = [name for name in BUNDLE_FILES if name not in files]
     if missing:
         raise BundleError(f"missing file(s) {missing} in bundle")

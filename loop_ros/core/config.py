@@ -193,10 +193,13 @@ class TaskConfig:
     (the action reaches the robot about one tick after the state it was planned on)."""
     bundle: str = "models/rc_car"
     """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
+    start_subscribers: int = 0
+    """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action`, so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
 
     def __post_init__(self) -> None:
         _check(self.control_rate_hz > 0.0, "task.control_rate_hz must be > 0")
         _check(self.state_timeout_s > 0.0, "task.state_timeout_s must be > 0")
+        _check(self.start_subscribers >= 0, "task.start_subscribers must be >= 0")
         _check(self.controller in CONTROLLERS, f"task.controller must be one of {CONTROLLERS}")
 
 
@@ -231,10 +234,12 @@ class TrainerConfig:
     graph composition."""
     publish_after: int = 0
     """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
+    keep_models: int = 0
+    """Published bundles also kept in data_dir/models/v<version>, for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
     torch_threads: int = 1
     """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
     nice: int = 10
-    """Niceness added to the trainer node's process, so the planner and the sim win the CPU."""
+    """Niceness added to the trainer node's learning thread, so the planner and the sim win the CPU (recording keeps its priority)."""
     data_dir: str = "~/.ros/loop_ros/replay"
     """Directory of the replay bags (MCAP); every bag in it is loaded at start."""
     max_bag_mb: float = 64.0
@@ -248,7 +253,7 @@ class TrainerConfig:
     queue_size: int = 10000
     """Messages waiting for the bag writer thread; beyond this new ones are dropped (and counted)."""
     max_gap_s: float = 0.2
-    """No transition spans a gap longer than this between two states or since the last action."""
+    """No transition spans a gap longer than this between the stamps of two states, or uses an action received this long before its state."""
 
     def __post_init__(self) -> None:
         _check(self.seed_steps >= 2, "trainer.seed_steps must be >= 2")
@@ -257,6 +262,7 @@ class TrainerConfig:
         _check(self.publish_every >= 0, "trainer.publish_every must be >= 0")
         _check(self.publish_after >= 0, "trainer.publish_after must be >= 0")
         _check(self.refits_per_publish >= 1, "trainer.refits_per_publish must be >= 1")
+        _check(self.keep_models >= -1, "trainer.keep_models must be -1 (all), 0 or a count")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
         _check(bool(self.data_dir), "trainer.data_dir must not be empty")

@@ -11,10 +11,19 @@ What is stored is what went over the wire: the CDR bytes of every ``state``, ``a
 * a: the newest valid ``action`` received before s' (the sim holds the latest action, so
   this is what it applied, up to the ~1 ms in which both receive a new action);
 * r = task.reward(s, a, s');
-* done is always False: the sim publishes the reset state after an episode ends, never the
-  terminal state, so no recorded s' is terminal. Instead an ``episode`` message, an
-  invalid state, or a gap longer than ``max_gap_s`` (between the states, or since the
-  action) ends a run of transitions: none spans it.
+* done is always False. When an episode ends, the sim publishes its terminal state and
+  then the next episode's first state, both with the tick's stamp: the terminal transition
+  is kept, and a state stamped no later than the one before it starts a new run (the
+  stream does not tell a crash from the time limit, so every end is treated as a time
+  limit). The boundary is in the state stream itself because the order in which one
+  subscriber takes messages of two topics is not guaranteed; only states without a
+  stamp (Float64MultiArray) rely on the ``episode`` message to end a run.
+* no transition spans an invalid state, a gap of more than ``max_gap_s`` between the stamps
+  of s and s' (receive times without stamps), or an action received more than
+  ``max_gap_s`` before s (the sim stops holding an action after ``sim.action_timeout_s``).
+  Stamps, not receive times, measure the state gap, so a trainer that falls behind for a
+  while (its messages arrive late and in a burst) keeps every transition. States that
+  complete no transition are counted by reason (``replay_unpaired_*``).
 
 Crash-loss bound. ``BagRecorder`` writes in its own thread from a bounded queue (full: the
 message is dropped and counted; the subscriber never waits for the disk). Messages collect
@@ -39,6 +48,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -147,41 +157,68 @@ class TransitionAssembler:
     def __init__(self, task: Task, topics: ReplayTopics, max_gap_s: float):
         self.task, self.topics, self.obs_from_pose = task, topics, task_obs_from_pose(task)
         self.max_gap_ns = int(max_gap_s * 1e9)
-        self._state: tuple[np.ndarray, int] | None = None  # (obs, receive time)
-        self._action: tuple[np.ndarray, int] | None = None
+        self._state: _StateRecord | None = None
+        self._action: tuple[np.ndarray, int] | None = None  # (action, receive time)
+        self.unpaired: Counter[str] = Counter()  # states that completed no transition, by reason
 
     def feed(self, topic: str, timestamp_ns: int, data: bytes) -> Transition | None:
         """One recorded message; returns the transition it completes, if any. A message that
         does not decode counts as invalid (a bag may hold anything)."""
         role = self.topics.role(topic)
-        if role == "episode":
-            self._state = None
+        if role == "episode" and self.obs_from_pose is None:
+            self._state = None  # unstamped states: the episode message is the only boundary
         elif role == "action":
             msg = _decoded(data, FLOAT_ARRAY)
             action = None if msg is None else finite_vector(msg.data, self.task.act_dim)
             self._action = None if action is None else (action, timestamp_ns)
         elif role == "state":
-            return self._on_state(self._observation(data), timestamp_ns)
+            return self._on_state(self._state_record(data, timestamp_ns))
         return None
 
-    def _observation(self, data: bytes) -> np.ndarray | None:
+    def _state_record(self, data: bytes, received: int) -> _StateRecord | None:
         msg = _decoded(data, self.topics.state_type)
         if msg is None:
             return None
         if self.obs_from_pose is None:
-            return finite_vector(msg.data, self.task.obs_dim)
+            obs = finite_vector(msg.data, self.task.obs_dim)
+            return None if obs is None else _StateRecord(obs, received, received)
         pose = pose_from_odometry(msg)
-        return None if pose is None else np.asarray(self.obs_from_pose(*pose), dtype=float)
+        if pose is None:
+            return None
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        return _StateRecord(np.asarray(self.obs_from_pose(*pose), dtype=float), received, stamp)
 
-    def _on_state(self, obs: np.ndarray | None, t: int) -> Transition | None:
+    def _unpaired_reason(self, state: _StateRecord | None) -> str | None:
         previous, action = self._state, self._action
-        self._state = None if obs is None else (obs, t)
-        if obs is None or previous is None or action is None:
+        if state is None:
+            return "invalid"
+        if previous is None:
+            return "no_previous"
+        if state.time <= previous.time:
+            return "episode_start"  # the sim's reset state carries its terminal state's stamp
+        if state.time - previous.time > self.max_gap_ns:
+            return "state_gap"
+        if action is None:
+            return "no_action"
+        if previous.received - action[1] > self.max_gap_ns:
+            return "action_gap"  # the action was old before s: the sim had stopped holding it
+        return None
+
+    def _on_state(self, state: _StateRecord | None) -> Transition | None:
+        reason = self._unpaired_reason(state)
+        previous, self._state = self._state, state
+        if reason is not None:
+            self.unpaired[reason] += 1
             return None
-        if t - previous[1] > self.max_gap_ns or t - action[1] > self.max_gap_ns:
-            return None
-        reward = float(self.task.reward(previous[0], action[0], obs))
-        return Transition(previous[0], action[0], reward, obs, False)
+        reward = float(self.task.reward(previous.obs, self._action[0], state.obs))
+        return Transition(previous.obs, self._action[0], reward, state.obs, False)
+
+
+@dataclass(frozen=True)
+class _StateRecord:
+    obs: np.ndarray  # (S,)
+    received: int  # receive time, ns since the epoch
+    time: int  # the sender's stamp (ns) when the message has one, else the receive time
 
 
 # ---------------------------------------------------------------- writing
@@ -390,11 +427,13 @@ class ReplayBuffer:
         return transition
 
     def stats(self) -> dict[str, int]:
-        """Counters for the diagnostics: transitions, messages written / dropped, bags opened."""
+        """Counters for the diagnostics: transitions, messages written / dropped, bags opened,
+        and ``replay_unpaired_<reason>``: states that completed no transition, by reason."""
         recorder = self.recorder
         return {"replay_transitions": self.transitions, "replay_loaded_messages": self.loaded_messages,
                 "replay_written": recorder.written if recorder else 0,
-                "replay_dropped": recorder.dropped if recorder else 0, "replay_bags": recorder.bags if recorder else 0}
+                "replay_dropped": recorder.dropped if recorder else 0, "replay_bags": recorder.bags if recorder else 0,
+                **{f"replay_unpaired_{reason}": n for reason, n in sorted(self.assembler.unpaired.items())}}
 
     def close(self) -> None:
         if self.recorder is not None:

@@ -1,8 +1,9 @@
 """ONNX Runtime execution of a bundle, behind a holder the planner swaps between ticks.
 
 ``OrtPlanningModel`` implements the planner's ``PlanningModel`` protocol (numpy float32
-in and out) with one session per graph. ``ModelHolder`` builds and verifies new models
-off the control path; the control path only reads ``holder.current`` once per tick.
+in and out) with one session per graph. ``ModelHolder`` holds the model in use; new ones
+are verified and built off the control path (``nodes.model_loader``), and the control path
+only reads ``holder.current`` once per tick.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import numpy as np
 import onnxruntime as ort
 
-from loop_ros.core.bundle import Bundle, BundleError, bundle_from_bytes, verify_bundle
+from loop_ros.core.bundle import Bundle, BundleError
 from loop_ros.core.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -92,15 +93,14 @@ class OrtPlanningModel:
     # ---- fused graphs (rollout_graph.py): one session run per ARC iteration
     def prepare(self, horizon: int, terminal: str | None) -> None:
         """Compose and load the fused graphs for this horizon (slow: off the control path)."""
-        from loop_ros.core.rollout_graph import actor_prior_graph, rollout_graph
+        if (horizon, terminal) not in self._rollouts or horizon not in self._priors:
+            self.load_fused(horizon, terminal, *fused_graphs(self.bundle, horizon, terminal))
 
-        key, cfg = (horizon, terminal), self._runtime_cfg
-        if key not in self._rollouts:
-            graph = rollout_graph(self.bundle.files, horizon, terminal, self.obs_dim, self.act_dim)
-            self._rollouts[key] = make_session(graph, cfg.device, cfg.intra_op_threads, spinning=True)
-        if horizon not in self._priors:
-            graph = actor_prior_graph(self.bundle.files, horizon, self.ensemble_size, self.obs_dim, self.act_dim)
-            self._priors[horizon] = make_session(graph, cfg.device, self._small_threads, spinning=False)
+    def load_fused(self, horizon: int, terminal: str | None, rollout: bytes, prior: bytes) -> None:
+        """Sessions of fused graphs composed elsewhere (``fused_graphs`` of this bundle)."""
+        cfg = self._runtime_cfg
+        self._rollouts[(horizon, terminal)] = make_session(rollout, cfg.device, cfg.intra_op_threads, spinning=True)
+        self._priors[horizon] = make_session(prior, cfg.device, self._small_threads, spinning=False)
 
     def rollout(self, state, actions, noise, terminal: str | None):
         """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None."""
@@ -131,6 +131,14 @@ class OrtPlanningModel:
         return self._critic.run(None, {"state": state, "action": action})[0]
 
 
+def fused_graphs(bundle: Bundle, horizon: int, terminal: str | None) -> tuple[bytes, bytes]:
+    """ONNX bytes of the bundle's fused rollout and actor-prior graphs (``rollout_graph``)."""
+    from loop_ros.core.rollout_graph import actor_prior_graph, rollout_graph
+
+    return (rollout_graph(bundle.files, horizon, terminal, bundle.obs_dim, bundle.act_dim),
+            actor_prior_graph(bundle.files, horizon, bundle.ensemble_size, bundle.obs_dim, bundle.act_dim))
+
+
 def _build(bundle: Bundle, name: str, device: str, threads: int, spinning: bool):
     try:
         return make_session(bundle.files[name], device, threads, spinning)
@@ -148,7 +156,6 @@ class ModelHolder:
     def __init__(self, model: OrtPlanningModel | None = None):
         self._model = model
         self.swaps = 0
-        self.rejected = 0
 
     @property
     def current(self) -> OrtPlanningModel | None:
@@ -162,15 +169,3 @@ class ModelHolder:
     def swap(self, new_model: OrtPlanningModel) -> None:
         self._model = new_model
         self.swaps += 1
-
-    def load_from_bytes(self, data: bytes, expected: dict | None, runtime_cfg: RuntimeConfig) -> OrtPlanningModel:
-        """Read, verify and build a model from bundle bytes (~20-50 ms: call it off the control
-        path). Does not swap it in. A bad bundle raises ``BundleError``, counts in
-        ``rejected`` and leaves ``current`` untouched."""
-        try:
-            bundle = bundle_from_bytes(data)
-            verify_bundle(bundle, expected)
-            return OrtPlanningModel(bundle, runtime_cfg)
-        except BundleError:
-            self.rejected += 1
-            raise

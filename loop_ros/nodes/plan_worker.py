@@ -46,6 +46,9 @@ class Plan:
     metrics: dict
     latency_s: float
     actor_divergence: float  # |planned action - actor action| on the same state
+    finished: float  # time.monotonic() when it was done
+    cpu_s: float | None = None  # CPU time the planning thread got meanwhile (None: not on Linux)
+    runnable_s: float | None = None  # time it was ready to run but waited for a core
 
 
 def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan: Plan | None,
@@ -67,6 +70,24 @@ def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan
     return STARTING if plan is None else ACTOR
 
 
+def thread_times() -> tuple[float, float] | None:
+    """(CPU time, time runnable but waiting for a core) of the calling thread so far, in
+    seconds, from Linux's schedstat; None elsewhere. Tells a plan that computed for long from
+    one whose thread waited for a core, and both from one that waited for a lock (the GIL)."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            cpu_ns, wait_ns = f.read().split()[:2]
+        return int(cpu_ns) * 1e-9, int(wait_ns) * 1e-9
+    except (OSError, ValueError):
+        return None
+
+
+def plan_time_breakdown(plan: Plan | None, prefix: str) -> dict[str, float | None]:
+    """``{prefix}latency_ms``, ``{prefix}cpu_ms``, ``{prefix}runnable_ms`` of ``plan``."""
+    values = (None, None, None) if plan is None else (plan.latency_s, plan.cpu_s, plan.runnable_s)
+    return {prefix + name: None if v is None else v * 1e3 for name, v in zip(("latency_ms", "cpu_ms", "runnable_ms"), values)}
+
+
 def held_action(plan: Plan, ticks_since_published: int) -> np.ndarray:
     """The action of the held plan for this tick: its mean shifted by the ticks it has been in use."""
     return plan.mean_actions[min(ticks_since_published, len(plan.mean_actions) - 1)]
@@ -81,6 +102,7 @@ class PlanStats:
         self._divergences: deque[float] = deque(maxlen=window)
         self.counts: Counter[str] = Counter()
         self.last_n_feasible: int | None = None
+        self.slowest: Plan | None = None
 
     def record(self, plan: Plan) -> None:
         with self._lock:
@@ -88,6 +110,8 @@ class PlanStats:
             self._divergences.append(plan.actor_divergence)
             self.counts["plans"] += 1
             self.counts["all_infeasible"] += bool(plan.metrics.get("all_infeasible", False))
+            if self.slowest is None or plan.latency_s > self.slowest.latency_s:
+                self.slowest = plan
             self.last_n_feasible = plan.metrics.get("n_feasible")
 
     def count(self, name: str) -> None:
@@ -96,13 +120,15 @@ class PlanStats:
 
     def snapshot(self) -> dict[str, Any]:
         """plans, all_infeasible, plan_errors, skipped_stale, n_feasible (last plan),
-        plan latency median / p99 (ms) and mean actor divergence over the window."""
+        plan latency median / p99 (ms) and mean actor divergence over the window, and the
+        slowest plan of the run: its latency, and the CPU time and core wait of its thread (ms)."""
         with self._lock:
             latencies = np.array(self._latencies)
             divergences = np.array(self._divergences)
             counters = ("plans", "all_infeasible", "plan_errors", "skipped_stale")
             snap: dict[str, Any] = {name: self.counts[name] for name in counters}
             snap["n_feasible"] = self.last_n_feasible
+            snap.update(plan_time_breakdown(self.slowest, "slowest_plan_"))
         snap["plan_latency_median_ms"] = float(np.median(latencies) * 1e3) if latencies.size else None
         snap["plan_latency_p99_ms"] = float(np.percentile(latencies, 99) * 1e3) if latencies.size else None
         snap["actor_divergence"] = float(divergences.mean()) if divergences.size else None
@@ -139,6 +165,7 @@ class PlanWorker:
         self.latest_plan: Plan | None = None
         self.latest_mean_states: np.ndarray | None = None  # (H+1, S), refreshed every predict_interval_s
         self.applied_action: np.ndarray | None = None  # the last action the node published (A,)
+        self.planning_since: float | None = None  # time.monotonic() when the plan in progress began
         self.stats = PlanStats()
         self._thread = threading.Thread(target=self._run, name="plan-worker", daemon=True)
 
@@ -237,16 +264,21 @@ class PlanWorker:
         if time.monotonic() - sample.received > self.configs["task"].state_timeout_s:
             self.stats.count("skipped_stale")  # the tick will not use it anyway
             return
-        start = time.perf_counter()
-        result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng)
-        latency = time.perf_counter() - start
+        self.planning_since = time.monotonic()
+        start, times_before = time.perf_counter(), thread_times()
+        try:
+            result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng)
+        finally:
+            self.planning_since = None
+        latency, times_after = time.perf_counter() - start, thread_times()
+        cpu_s, runnable_s = (None, None) if times_before is None else np.subtract(times_after, times_before).tolist()
         action = np.asarray(result.action, dtype=np.float64)
         if action.shape != (self.task.act_dim,) or not np.all(np.isfinite(action)):
             raise ValueError(f"planner returned a non-finite or misshapen action {action}")
         actor = planner.model.actor(sample.obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
         seq = self.latest_plan.seq + 1 if self.latest_plan is not None else 0
         plan = Plan(seq, sample, action, result.mean_actions, dict(result.metrics), latency,
-                    float(np.linalg.norm(action - actor)))
+                    float(np.linalg.norm(action - actor)), time.monotonic(), cpu_s, runnable_s)
         self.latest_plan = plan
         self.stats.record(plan)
         if start - self._last_predict >= self._predict_interval_s:  # the plan view is for people: 10 Hz is plenty

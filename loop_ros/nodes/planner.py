@@ -22,17 +22,17 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
-from loop_ros.core.arc import ArcPlanner
+from loop_ros.core.arc import fused_graph_key
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import TASK_MODULES, make_task
-from loop_ros.nodes import data_path, run_node
+from loop_ros.nodes import StartGate, data_path, run_node
 from loop_ros.core.replay import pose_from_odometry
 from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions
 from loop_ros.nodes.model_loader import ModelLoader
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
 from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES, PlanWorker,
-                                        StateSample, held_action, tick_source)
+                                        StateSample, held_action, plan_time_breakdown, tick_source)
 
 SECTIONS = ("arc", "safety", "runtime", "task")
 FIXED = ("task.name", "task.control_rate_hz")
@@ -40,6 +40,8 @@ DIAGNOSTICS_PERIOD_S = 1.0
 PATH_PERIOD_S = 0.1
 SWAP_TICKS = 3
 """A deadline miss within this many ticks after a model replaced another counts as the swap's."""
+MISSES_KEPT = 50
+"""Deadline misses whose circumstances the summary lists (the first ones of the run)."""
 LATEST_ONLY = QoSProfile(depth=1)
 MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -75,7 +77,7 @@ class PlannerNode(Node):
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
         self.loader = ModelLoader(self.holder, {"task": self.task.name, "obs_dim": self.task.obs_dim,
                                                 "act_dim": self.task.act_dim}, self.worker.wake, self._log,
-                                  prepare=self._prepare_model)
+                                  fused_key=self._fused_key)
         self.counts: Counter[str] = Counter()
         self.invalid_states = 0
         self._state: StateSample | None = None
@@ -85,6 +87,7 @@ class PlannerNode(Node):
         self._first_tick = self._last_tick = 0.0
         self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
         self.swap_misses = 0
+        self.misses: list[dict] = []  # circumstances of the first MISSES_KEPT deadline misses
         self._tick_model = None  # the model the last tick saw
         self._ticks_since_swap = SWAP_TICKS
         self._edit_accepted_at: float | None = None
@@ -99,6 +102,7 @@ class PlannerNode(Node):
         # rclpy's executor serves ready timers before subscriptions, so the tick is never starved.
         state_type, self._obs_from_msg = reader
         self.action_pub = self.create_publisher(Float64MultiArray, "action", 10)
+        self.start_gate = StartGate(self.action_pub, self.get_logger().warning)
         self.plan_pub = self.create_publisher(Path, "plan", 1)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(state_type, "state", self._on_state, LATEST_ONLY)
@@ -110,6 +114,8 @@ class PlannerNode(Node):
 
     # ------------------------------------------------------------ control path
     def _on_tick(self) -> None:
+        if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
+            return
         now = time.monotonic()
         state, plan, model = self._state, self.worker.latest_plan, self.holder.current
         timeout = self.params.configs["task"].state_timeout_s
@@ -122,6 +128,8 @@ class PlannerNode(Node):
             self._plan_ticks += 1
         elif source in (ACTOR, STARTING):
             action = self._actor_action(model, state.obs)
+        if source == ACTOR:
+            self._record_miss(now, plan)
         self.action_pub.publish(float_array(action))
         self.worker.applied_action = np.asarray(action, np.float32)
         self.counts[source] += 1
@@ -130,6 +138,19 @@ class PlannerNode(Node):
             self._tick_periods.append(now - self._last_tick)
         self._first_tick = self._first_tick or now
         self._last_tick = now
+
+    def _record_miss(self, now: float, plan) -> None:
+        """Log a deadline miss with what was going on, so its cause can be told from the log."""
+        planning_since = self.worker.planning_since
+        miss = {"t_s": now - self._first_tick, "plan_state_age_ms": (now - plan.state.received) * 1e3,
+                "plan_finished_ago_ms": (now - plan.finished) * 1e3, **plan_time_breakdown(plan, "plan_"),
+                "planning_for_ms": None if planning_since is None else (now - planning_since) * 1e3,
+                "loader_busy": self.loader.busy, "ticks_since_swap": self._ticks_since_swap}
+        if len(self.misses) < MISSES_KEPT:
+            self.misses.append(miss)
+        self.get_logger().warning("deadline miss, publishing the actor's action: " +
+                                  ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in miss.items()), throttle_duration_sec=1.0)
 
     def _count_swap_miss(self, model, missed: bool) -> None:
         if model is not self._tick_model:
@@ -168,13 +189,10 @@ class PlannerNode(Node):
             self._bundle_source = source
             self.loader.load_directory(data_path(configs["task"].bundle), configs["runtime"])
 
-    def _prepare_model(self, model) -> None:
-        """In the loader thread: a planner for the current settings composes the model's fused
-        graphs (``prepare``) and plans once, so the plan worker's own planner finds the graphs
-        ready and the sessions warm (a first run allocates) after the swap."""
+    def _fused_key(self):
+        """(horizon, terminal kind) of the fused graphs the plan worker's settings need."""
         configs = self.worker.configs
-        planner = ArcPlanner(model, self.task, configs["arc"], configs["safety"], configs["task"].controller)
-        planner.plan(np.zeros(self.task.obs_dim, np.float32), np.random.default_rng(0))
+        return fused_graph_key(configs["arc"], configs["task"].controller)
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         self.loader.load_bytes(bytes(msg.data), self.params.configs["runtime"])
@@ -197,6 +215,7 @@ class PlannerNode(Node):
             "tick_period_max_ms": _percentile_ms(self._tick_periods, 100),
             "deadline_misses": self.counts[ACTOR],
             "swap_deadline_misses": self.swap_misses,
+            "deadline_miss_details": list(self.misses),
             "stale_states": self.counts[STALE],
             "invalid_states": self.invalid_states,
             "invalid_state_ticks": self.counts[INVALID],
@@ -213,6 +232,7 @@ class PlannerNode(Node):
     def _publish_diagnostics(self) -> None:
         values = self.summary()
         values.pop("ticks_by_source")
+        values.pop("deadline_miss_details")
         safety = self.worker.configs["safety"]
         values.update({"safety.enabled": safety.enabled, "safety.keep_in_radius": safety.keep_in_radius,
                        "safety.d0": safety.d0, "model_status": self.loader.status,

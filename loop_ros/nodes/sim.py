@@ -4,8 +4,9 @@ Each tick (``task.control_rate_hz``) applies the latest ``action`` (std_msgs/Flo
 throttle and steer; zero-order hold), steps ``RcCarEnv`` one control step and publishes
 ``state`` (nav_msgs/Odometry, REP-105: pose in ``odom``, twist in ``base_link``). Without a
 valid action for ``sim.action_timeout_s`` it brakes (the task's safe action). Episodes end
-after ``sim.episode_steps`` or when the car crashes; each one's statistics go out on
-``episode`` (std_msgs/String, one JSON object). Parameters: task, safety, sim sections.
+after ``sim.episode_steps`` or when the car crashes; the tick that ends one publishes the
+terminal state, the episode's statistics on ``episode`` (std_msgs/String, one JSON object)
+and the next episode's first state, both states with the tick's stamp. Parameters: task, safety, sim sections.
 
 Run: ``python -m loop_ros.nodes.sim [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -22,7 +23,7 @@ from rclpy.qos import QoSProfile
 from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
-from loop_ros.nodes import run_node
+from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.messages import checked_vector, odometry_from_pose
 from loop_ros.nodes.params import ParameterBinding
 
@@ -81,6 +82,7 @@ class SimNode(Node):
         self._total_steps = 0
         self._first_tick = self._last_tick = 0.0
         self.state_pub = self.create_publisher(Odometry, "state", 10)
+        self.start_gate = StartGate(self.state_pub, self.get_logger().warning)
         self.episode_pub = self.create_publisher(String, "episode", 10)
         self.create_subscription(Float64MultiArray, "action", self._on_action, QoSProfile(depth=1))
         self.create_timer(1.0 / configs["task"].control_rate_hz, self._on_tick)
@@ -108,13 +110,19 @@ class SimNode(Node):
 
     def _on_tick(self) -> None:
         now = time.monotonic()
+        if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
+            return
         obs, reward, cost, terminated, truncated, info = self.env.step(self._held_action(now))
         self.current.add(reward, cost, info["speed"])
         self._total_speed += info["speed"]
         self._total_steps += 1
+        stamp = self.get_clock().now().to_msg()
+        self.state_pub.publish(odometry_from_pose(self.env.pose(), stamp))
         if terminated or truncated:
+            # The next episode's first state goes out in the same tick with the same stamp:
+            # the trainer tells the boundary from the stamps alone (core.replay).
             self._end_episode(terminated)
-        self.state_pub.publish(odometry_from_pose(self.env.pose(), self.get_clock().now().to_msg()))
+            self.state_pub.publish(odometry_from_pose(self.env.pose(), stamp))
         self._first_tick = self._first_tick or now
         self._last_tick = now
 

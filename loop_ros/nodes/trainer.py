@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -57,21 +56,6 @@ def published_version(bundle_dir: Path) -> int:
         return 0
 
 
-def lower_priority(increment: int) -> None:
-    """Add ``increment`` to the niceness of every thread of this process (the DDS threads exist
-    already; on Linux niceness is per thread and new threads inherit their creator's), so the
-    planner and the sim win the CPU."""
-    tasks = Path("/proc/self/task")
-    if not tasks.is_dir():
-        os.nice(increment)
-        return
-    for tid in (int(name) for name in os.listdir(tasks)):
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-        except OSError:  # the thread has just ended
-            pass
-
-
 class TrainerNode(Node):
     """Records the loop into the replay bags and learns from it in a thread."""
 
@@ -83,7 +67,6 @@ class TrainerNode(Node):
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
         schedule = configs["trainer"]
-        lower_priority(schedule.nice)
         set_torch_threads(schedule.torch_threads)
         task = make_task(configs["task"].name)
         topics = ReplayTopics.for_task(task, *(self.resolve_topic_name(role) for role in ROLES))

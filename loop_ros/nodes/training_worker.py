@@ -14,6 +14,7 @@ trainer does not publish networks trained on a fraction of its data.
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable
 from loop_ros.core.bundle import bundle_to_bytes
 from loop_ros.core.config import TrainerConfig
 from loop_ros.core.replay import Transition
+from loop_ros.nodes import lower_thread_priority
 
 CATCH_UP_UPDATES = 20  # owed SAC updates per turn, so a new transition never waits for long
 
@@ -95,6 +97,9 @@ class TrainingWorker:
         return self._stopping or bool(self._inbox) or (self.owed_updates() > 0 and not self._stalled)
 
     def _run(self) -> None:
+        # Only learning is niced: the executor (recording) and the DDS threads keep their priority,
+        # or DDS discovery of the sim and planner took 2.5 s while they started (measured).
+        lower_thread_priority(self.schedule.nice)
         while True:
             with self._cond:
                 self._cond.wait_for(self._has_work, timeout=1.0)
@@ -140,11 +145,23 @@ class TrainingWorker:
                 self._stalled = True
                 return
 
+    def _keep_copy(self, bundle: Path, version: int) -> None:
+        """Copy the bundle to models/v<version> beside it; drop the oldest beyond ``keep_models``."""
+        keep = self.schedule.keep_models
+        if keep == 0:
+            return
+        archive = bundle.parent / "models"
+        shutil.copytree(bundle, archive / f"v{version:09d}", dirs_exist_ok=True)
+        if keep > 0:
+            for old in sorted(archive.glob("v*"))[:-keep]:
+                shutil.rmtree(old)
+
     def _export_and_publish(self) -> None:
         started = time.perf_counter()
         version = max(self._next_version, self.trainer.steps)
         provenance = {**self._provenance, "steps": self.trainer.steps, "wall_time_s": time.monotonic() - self._started}
         path = self.trainer.export(self.bundle_dir, version, provenance)
+        self._keep_copy(path, version)
         data = bundle_to_bytes(path)
         self.last_export_s = time.perf_counter() - started
         self._publish(data, version)
