@@ -8,6 +8,7 @@ from ros_helpers import REPO, NodeProcess, Probe, domain_id, params_file
 MANIFEST = REPO / "models" / "rc_car" / "manifest.json"
 NEW_RADIUS = 1.1  # tighter than the YAML's 1.2; the task's circle is 1 m
 RECORD_S = 10.0
+SETTLE_STEPS = 50  # one second at 50 Hz
 
 pytestmark = pytest.mark.skipif(not MANIFEST.exists(),
                                 reason="needs the trained bundle models/rc_car/ (no manifest.json yet)")
@@ -29,11 +30,13 @@ def test_the_car_stays_inside_a_tightened_circle_under_safe_arc(tmp_path):
             results = probe.call(probe.parameter_client(node).set_parameters(
                 [Parameter("safety.keep_in_radius", value=NEW_RADIUS)])).results
             assert results[0].successful, results[0].reason
-        # An edit may find the car outside the new circle (an episode can start at 1.1 m, moving out):
-        # the claim is that once inside, it stays inside.
+        # An edit may find the car outside the new circle, or inside but heading out too fast to turn
+        # (an episode can start at 1.1 m, moving out): the claim is that once the car has kept inside
+        # for a second, it stays inside.
         seen = probe.collect(Odometry, "state")
-        probe.wait_for(lambda: seen and np.hypot(seen[-1].pose.pose.position.x, seen[-1].pose.pose.position.y)
-                       < NEW_RADIUS - 0.02, 15.0, "the car inside the new circle")
+        probe.wait_for(lambda: len(seen) >= SETTLE_STEPS and all(
+            np.hypot(m.pose.pose.position.x, m.pose.pose.position.y) < NEW_RADIUS - 0.02 for m in seen[-SETTLE_STEPS:]),
+            20.0, "the car inside the new circle for a second")
         states = probe.collect(Odometry, "state")
         probe.spin_for(RECORD_S)
     finally:

@@ -74,7 +74,7 @@ class BundlePreparer:
             raise BundleError(f"the bundle preparer did not answer within {PREPARE_TIMEOUT_S:.0f} s")
         try:
             status, payload = self._connection.recv()
-        except EOFError as error:
+        except (EOFError, OSError) as error:
             self.close()
             raise BundleError("the bundle preparer died while preparing") from error
         if status != "ok":
