@@ -50,11 +50,12 @@ START_WAIT_S = 10.0
 
 
 class StartGate:
-    """Holds a node's first step until ``wanted`` subscribers have matched its output publisher.
+    """Holds a node's first step until ``wanted`` subscribers have matched its output publisher
+    (and its input has arrived, for the planner).
 
     DDS discovery between processes started together took up to 2.5 s here, and what a
     publisher sends before a subscriber matched is lost to it: the trainer would miss the
-    first ticks. After START_WAIT_S the node starts anyway and logs how many it had.
+    first ticks. After START_WAIT_S the node starts anyway and logs what it was missing.
     """
 
     def __init__(self, publisher, log_warning: Callable[[str], None]):
@@ -62,15 +63,15 @@ class StartGate:
         self._created = time.monotonic()
         self.open = False
 
-    def passes(self, wanted: int) -> bool:
+    def passes(self, wanted: int, input_ready: bool = True) -> bool:
         """True from the first call at which the node may run, for good."""
         if not self.open:
             matched = self.publisher.get_subscription_count()
             waited = time.monotonic() - self._created
-            self.open = matched >= wanted or waited >= START_WAIT_S
-            if self.open and matched < wanted:
-                self._log_warning(f"starting with {matched} of {wanted} subscribers of "
-                                  f"{self.publisher.topic_name} after {waited:.0f} s")
+            self.open = (matched >= wanted and input_ready) or waited >= START_WAIT_S
+            if self.open and not (matched >= wanted and input_ready):
+                self._log_warning(f"starting after {waited:.0f} s with {matched} of {wanted} subscribers of "
+                                  f"{self.publisher.topic_name}" + ("" if input_ready else " and no input yet"))
         return self.open
 
 

@@ -114,7 +114,9 @@ class PlannerNode(Node):
 
     # ------------------------------------------------------------ control path
     def _on_tick(self) -> None:
-        if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
+        # The first tick waits for the first state too: ticks before it could only brake.
+        received = self._state is not None or self._state_invalid
+        if not self.start_gate.passes(self.params.configs["task"].start_subscribers, received):
             return
         now = time.monotonic()
         state, plan, model = self._state, self.worker.latest_plan, self.holder.current
