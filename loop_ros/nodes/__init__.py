@@ -75,14 +75,26 @@ class StartGate:
         return self.open
 
 
-def lower_thread_priority(increment: int) -> None:
-    """Add ``increment`` to the calling thread's niceness, so it yields the cores to the
-    control path (Linux: niceness is per thread, and the threads it starts inherit it;
-    elsewhere setpriority takes a process, so nothing is done)."""
+def lower_thread_priority(increment: int, tid: int | None = None) -> None:
+    """Add ``increment`` to the niceness of thread ``tid`` (default: the calling one), so it yields
+    the cores to the control path (Linux: niceness is per thread, and the threads it starts
+    inherit it; elsewhere setpriority takes a process, so nothing is done)."""
     if not sys.platform.startswith("linux"):
         return
-    tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    tid = threading.get_native_id() if tid is None else tid
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except ProcessLookupError:  # the thread has just ended
+        pass
+
+
+def lower_process_priority(increment: int) -> None:
+    """``lower_thread_priority`` for every thread of this process, the DDS threads included.
+    For a process whose Python threads share the GIL: niced alone, a thread can be descheduled
+    while it holds the GIL and stall the others (measured: the trainer's recording lost states
+    while its niced learning thread held the GIL)."""
+    for tid in os.listdir("/proc/self/task") if sys.platform.startswith("linux") else ():
+        lower_thread_priority(increment, int(tid))
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:

@@ -30,7 +30,7 @@ from loop_ros.core.bundle import MANIFEST
 from loop_ros.core.replay import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayBuffer, ReplayTopics
 from loop_ros.core.tasks import make_task
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
-from loop_ros.nodes import run_node
+from loop_ros.nodes import lower_process_priority, run_node
 from loop_ros.nodes.messages import diagnostics
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
@@ -67,6 +67,7 @@ class TrainerNode(Node):
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
         schedule = configs["trainer"]
+        lower_process_priority(schedule.nice)
         set_torch_threads(schedule.torch_threads)
         task = make_task(configs["task"].name)
         topics = ReplayTopics.for_task(task, *(self.resolve_topic_name(role) for role in ROLES))

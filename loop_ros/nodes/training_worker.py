@@ -23,7 +23,6 @@ from typing import Any, Callable
 from loop_ros.core.bundle import bundle_to_bytes
 from loop_ros.core.config import TrainerConfig
 from loop_ros.core.replay import Transition
-from loop_ros.nodes import lower_thread_priority
 
 CATCH_UP_UPDATES = 20  # owed SAC updates per turn, so a new transition never waits for long
 
@@ -97,9 +96,6 @@ class TrainingWorker:
         return self._stopping or bool(self._inbox) or (self.owed_updates() > 0 and not self._stalled)
 
     def _run(self) -> None:
-        # Only learning is niced: the executor (recording) and the DDS threads keep their priority,
-        # or DDS discovery of the sim and planner took 2.5 s while they started (measured).
-        lower_thread_priority(self.schedule.nice)
         while True:
             with self._cond:
                 self._cond.wait_for(self._has_work, timeout=1.0)
