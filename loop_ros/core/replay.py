@@ -299,7 +299,10 @@ class BagRecorder:
             self._unflushed = 0
 
     def _bag_path(self) -> Path:
-        return self.data_dir / f"{BAG_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}_{time.time_ns() % 10**9:09d}"
+        # One clock read: with two, a second boundary between them named a bag before its predecessor.
+        now_ns = time.time_ns()
+        seconds = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ns // 10**9))  # UTC: no DST step back
+        return self.data_dir / f"{BAG_PREFIX}{seconds}_{now_ns % 10**9:09d}"
 
     def _open_bag(self) -> None:
         self._writer = Writer(self._bag_path(), version=9, storage_plugin=StoragePlugin.MCAP)
