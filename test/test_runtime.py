@@ -68,6 +68,27 @@ def test_model_reports_the_bundle_and_session_settings(bundle, threads, small_th
     assert settings == {"dynamics": (threads, 1, "1"), "actor": small, "critic": small}
 
 
+@pytest.mark.parametrize("terminal", ["next", "last", None])
+def test_a_rollout_split_over_one_thread_sessions_equals_one_session(bundle, terminal):
+    """intra_op_threads = 3 on the CPU: three one-thread sessions on slices of B (7 rows: 2, 2, 3)."""
+    H, B = 4, 7
+    rng = np.random.default_rng(0)
+    state = rng.standard_normal((K, B, S), dtype=np.float32)
+    actions = rng.uniform(-1.0, 1.0, (H, K, B, A)).astype(np.float32)
+    noise = rng.standard_normal((H, K, B, S), dtype=np.float32)
+    split = OrtPlanningModel(bundle, RuntimeConfig(device="cpu", intra_op_threads=3))
+    whole = OrtPlanningModel(bundle, RuntimeConfig(device="cpu", intra_op_threads=1))
+    split.prepare(H, terminal)
+    sessions = split._rollouts[(H, terminal)]
+    assert len(sessions) == 3 and all(s.get_session_options().intra_op_num_threads == 1 for s in sessions)
+    for got, want in zip(split.rollout(state, actions, noise, terminal), whole.rollout(state, actions, noise, terminal)):
+        if want is None:
+            assert got is None
+        else:
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a CUDA build is installed")
 def test_cuda_falls_back_to_cpu_with_a_warning(bundle, caplog):
     with caplog.at_level(logging.WARNING, logger="loop_ros.core.runtime"):

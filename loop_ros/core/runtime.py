@@ -8,6 +8,7 @@ only reads ``holder.current`` once per tick.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -77,6 +78,7 @@ class OrtPlanningModel:
         self._rollouts: dict = {}
         self._priors: dict = {}
         self._zero_cache: dict = {}
+        self._pool: ThreadPoolExecutor | None = None  # runs the rollout's other slices (threads > 1)
         if device == "cuda" and CUDA not in self.providers:
             log.warning(
                 "runtime.device is 'cuda' but ONNX Runtime runs on %s (available providers: %s); "
@@ -97,19 +99,49 @@ class OrtPlanningModel:
             self.load_fused(horizon, terminal, *fused_graphs(self.bundle, horizon, terminal))
 
     def load_fused(self, horizon: int, terminal: str | None, rollout: bytes, prior: bytes) -> None:
-        """Sessions of fused graphs composed elsewhere (``fused_graphs`` of this bundle)."""
+        """Sessions of fused graphs composed elsewhere (``fused_graphs`` of this bundle). On the
+        CPU with n > 1 threads the rollout gets n one-thread sessions, one per slice of the
+        batch (``rollout``)."""
         cfg = self._runtime_cfg
-        self._rollouts[(horizon, terminal)] = make_session(rollout, cfg.device, cfg.intra_op_threads, spinning=True)
+        parts = cfg.intra_op_threads if self.providers[0] == CPU else 1
+        threads = 1 if parts > 1 else cfg.intra_op_threads
+        self._rollouts[(horizon, terminal)] = [make_session(rollout, cfg.device, threads, spinning=True)
+                                               for _ in range(parts)]
         self._priors[horizon] = make_session(prior, cfg.device, self._small_threads, spinning=False)
 
     def rollout(self, state, actions, noise, terminal: str | None):
-        """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None."""
+        """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None.
+
+        With several sessions, each runs one slice of the B rollouts in its own thread (ONNX
+        Runtime releases the GIL; no op mixes rollouts, so the result is the same). Measured on
+        2 cores, paper-halfcheetah shapes: one dynamics step took 2.14 ms as two one-thread
+        sessions on halves against 2.35 ms as one two-thread session (a 2000x256x256 GEMM: 1.44 ms).
+        """
         self.prepare(len(actions), terminal)
-        feeds = {"state": state, "actions": actions, "noise": noise}
-        if terminal == "next":
-            feeds["actor_noise"] = self._zeros((state.shape[0] * state.shape[1], self.act_dim))
-        out = self._rollouts[(len(actions), terminal)].run(None, feeds)
+        sessions = self._rollouts[(len(actions), terminal)]
+        bounds = np.linspace(0, state.shape[1], len(sessions) + 1).astype(int)
+
+        def run(part: int):
+            rows = slice(bounds[part], bounds[part + 1])
+            feeds = {"state": np.ascontiguousarray(state[:, rows]),
+                     "actions": np.ascontiguousarray(actions[:, :, rows]),
+                     "noise": np.ascontiguousarray(noise[:, :, rows])}
+            if terminal == "next":
+                feeds["actor_noise"] = self._zeros((state.shape[0] * (rows.stop - rows.start), self.act_dim))
+            return sessions[part].run(None, feeds)
+
+        if len(sessions) == 1:
+            out = run(0)
+        else:
+            pool = self._pool or self._start_pool(len(sessions) - 1)
+            others = [pool.submit(run, part) for part in range(1, len(sessions))]
+            parts = [run(0)] + [future.result() for future in others]
+            out = [np.concatenate([p[i] for p in parts], axis=axis) for i, axis in enumerate((2, 2, 1)[:len(parts[0])])]
         return out[0], out[1], (out[2] if terminal is not None else None)
+
+    def _start_pool(self, workers: int) -> ThreadPoolExecutor:
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rollout")
+        return self._pool
 
     def actor_rollout(self, state: np.ndarray, actor_noise: np.ndarray) -> np.ndarray:
         """state (n,S), actor_noise (H,n,A) -> the actor's actions (H,n,A) through the ensemble-mean model."""
