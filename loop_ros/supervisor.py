@@ -68,8 +68,8 @@ def node_environment(domain_id: int | None) -> dict[str, str]:
 def node_command(name: str, params: Path, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
     """The node's command line; ``overrides`` are ``section.field:=value`` parameters. The node
     writes its summary to ``summary`` and creates ``ready_file(summary)`` once it is up."""
-    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary), "--ready", str(ready_file(summary)),
-            "--ros-args", "--params-file", str(params), "-r", f"__node:={name}",
+    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
+            "--ready", str(ready_file(summary)), "--ros-args", "--params-file", str(params), "-r", f"__node:={name}",
             *(item for override in overrides for item in ("-p", override))]
 
 
@@ -165,7 +165,8 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
         summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
     summary["swaps_rejected"] = (nodes.get("planner") or {}).get("bundle_errors")
     trainer = nodes.get(TRAINER) or {}
-    summary["replay_unpaired"] = {key.removeprefix(UNPAIRED): n for key, n in trainer.items() if key.startswith(UNPAIRED)}
+    summary["replay_unpaired"] = {key.removeprefix(UNPAIRED): n for key, n in trainer.items()
+                                  if key.startswith(UNPAIRED)}
     summary["nodes"] = nodes
     return summary
 
