@@ -119,25 +119,26 @@ class OrtPlanningModel:
         """
         self.prepare(len(actions), terminal)
         sessions = self._rollouts[(len(actions), terminal)]
-        bounds = np.linspace(0, state.shape[1], len(sessions) + 1).astype(int)
-
-        def run(part: int):
-            rows = slice(bounds[part], bounds[part + 1])
-            feeds = {"state": np.ascontiguousarray(state[:, rows]),
-                     "actions": np.ascontiguousarray(actions[:, :, rows]),
-                     "noise": np.ascontiguousarray(noise[:, :, rows])}
-            if terminal == "next":
-                feeds["actor_noise"] = self._zeros((state.shape[0] * (rows.stop - rows.start), self.act_dim))
-            return sessions[part].run(None, feeds)
-
         if len(sessions) == 1:
-            out = run(0)
+            out = self._run_rollout(sessions[0], state, actions, noise, terminal)
         else:
+            bounds = np.linspace(0, state.shape[1], len(sessions) + 1).astype(int)
+            parts = [(session, slice(lo, hi)) for session, lo, hi in zip(sessions, bounds[:-1], bounds[1:])]
             pool = self._pool or self._start_pool(len(sessions) - 1)
-            others = [pool.submit(run, part) for part in range(1, len(sessions))]
-            parts = [run(0)] + [future.result() for future in others]
-            out = [np.concatenate([p[i] for p in parts], axis=axis) for i, axis in enumerate((2, 2, 1)[:len(parts[0])])]
+            others = [pool.submit(self._run_rollout, session, state[:, rows], actions[:, :, rows], noise[:, :, rows],
+                                  terminal) for session, rows in parts[1:]]
+            session, rows = parts[0]
+            results = [self._run_rollout(session, state[:, rows], actions[:, :, rows], noise[:, :, rows], terminal)]
+            results += [future.result() for future in others]
+            out = [np.concatenate([r[i] for r in results], axis=axis) for i, axis in enumerate((2, 2, 1)[:len(results[0])])]
         return out[0], out[1], (out[2] if terminal is not None else None)
+
+    def _run_rollout(self, session, state, actions, noise, terminal: str | None) -> list[np.ndarray]:
+        feeds = {"state": np.ascontiguousarray(state), "actions": np.ascontiguousarray(actions),
+                 "noise": np.ascontiguousarray(noise)}
+        if terminal == "next":
+            feeds["actor_noise"] = self._zeros((state.shape[0] * state.shape[1], self.act_dim))
+        return session.run(None, feeds)
 
     def _start_pool(self, workers: int) -> ThreadPoolExecutor:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rollout")
