@@ -130,7 +130,8 @@ class OrtPlanningModel:
             session, rows = parts[0]
             results = [self._run_rollout(session, state[:, rows], actions[:, :, rows], noise[:, :, rows], terminal)]
             results += [future.result() for future in others]
-            out = [np.concatenate([r[i] for r in results], axis=axis) for i, axis in enumerate((2, 2, 1)[:len(results[0])])]
+            axes = (2, 2, 1)[:len(results[0])]  # states, rewards, q
+            out = [np.concatenate([r[i] for r in results], axis=axis) for i, axis in enumerate(axes)]
         return out[0], out[1], (out[2] if terminal is not None else None)
 
     def _run_rollout(self, session, state, actions, noise, terminal: str | None) -> list[np.ndarray]:
