@@ -206,12 +206,7 @@ def bench_start_state(task):
     return np.random.default_rng(0).standard_normal(task.obs_dim).astype(np.float32) * 0.1
 
 
-def time_plans(planner, state, plans: int, warmup: int, seed: int = 0) -> list[float]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for _ in range(warmup):
-        planner.plan(state, rng)
+def time_plans(planner, state, plans: int, rng) -> list[float]:
     latencies = []
     for _ in range(plans):
         start = time.perf_counter()
@@ -220,8 +215,8 @@ def time_plans(planner, state, plans: int, warmup: int, seed: int = 0) -> list[f
     return latencies
 
 
-def gemm_flops_per_s(rows: int, width: tuple[int, int], backend: str, runtime, repeats: int = 200) -> float:
-    """FLOP/s of a plain fp32 (rows x in) @ (in x out) product on the plan's runtime and threads."""
+def gemm_runner(rows: int, width: tuple[int, int], backend: str, runtime):
+    """A call running a plain fp32 (rows x in) @ (in x out) product on the plan's runtime and threads."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -231,32 +226,43 @@ def gemm_flops_per_s(rows: int, width: tuple[int, int], backend: str, runtime, r
         import torch
 
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-        run_once = lambda: torch.matmul(xt, wt)  # noqa: E731
-    else:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
+        return lambda: torch.matmul(xt, wt)
+    from onnx import TensorProto, helper, numpy_helper
 
-        from loop_ros.core.runtime import make_session
+    from loop_ros.core.runtime import make_session
 
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width[0]])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width[1]])],
-            [numpy_helper.from_array(w, "w")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-        session = make_session(model.SerializeToString(), runtime.device, runtime.intra_op_threads, spinning=True)
-        run_once = lambda: session.run(None, {"x": x})  # noqa: E731
-    for _ in range(20):
-        run_once()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width[1]])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = make_session(model.SerializeToString(), runtime.device, runtime.intra_op_threads, spinning=True)
+    return lambda: session.run(None, {"x": x})
+
+
+def median_seconds(run_once, repeats: int) -> float:
+    import numpy as np
+
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run_once()
         times.append(time.perf_counter() - start)
-    return 2.0 * rows * width[0] * width[1] / float(np.median(times))
+    return float(np.median(times))
+
+
+ROUNDS = 20
+GEMMS_PER_ROUND = 40
 
 
 def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, threads: int | None = None) -> dict:
+    """Times ``plans`` plans in ``ROUNDS`` rounds, each followed by GEMMs of the plan's widest layer.
+
+    The throughput of the shared VM varies over seconds (a 2-thread GEMM measured 240-365 GF/s
+    within a minute), so each round's plan median is divided by the GEMM rate measured right
+    after it, and ``flop_limit_ratio`` is the median of these paired ratios.
+    """
     import numpy as np
 
     from loop_ros.core.arc import ArcPlanner
@@ -276,21 +282,28 @@ def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, th
     arc = s["arc"]
     widest = max((tuple(shape[-2:]) for shapes in weight_shapes.values() for shape in shapes), key=_prod)
     rows = model.ensemble_size * arc.particles * arc.population
-    planner = ArcPlanner(model, task, s["arc"], s["safety"])
-    # The limit is the best GEMM rate the run saw, before or after the plans: one GEMM
-    # measurement on the shared VM once came out at 240 instead of 363 GF/s (ratio 0.89, not 0.55).
-    gemm_runs = [gemm_flops_per_s(rows, widest, backend, s["runtime"])]
-    latencies = np.asarray(time_plans(planner, state, plans, warmup))
-    gemm_runs.append(gemm_flops_per_s(rows, widest, backend, s["runtime"]))
-    gemm = max(gemm_runs)
+    gemm = gemm_runner(rows, widest, backend, s["runtime"])
+    gemm_flops = 2.0 * rows * widest[0] * widest[1]
+    planner, rng = ArcPlanner(model, task, s["arc"], s["safety"]), np.random.default_rng(0)
+    time_plans(planner, state, warmup, rng)
+    median_seconds(gemm, GEMMS_PER_ROUND)
+    latencies, round_ratios, gemm_rates = [], [], []
+    for plans_in_round in np.diff(np.linspace(0, plans, ROUNDS + 1).astype(int)):
+        round_latencies = time_plans(planner, state, int(plans_in_round), rng)
+        gemm_rates.append(gemm_flops / median_seconds(gemm, GEMMS_PER_ROUND))
+        round_ratios.append(flops_per_plan / float(np.median(round_latencies)) / gemm_rates[-1])
+        latencies += round_latencies
+    latencies = np.asarray(latencies)
     median = float(np.median(latencies))
     return {
         "preset": preset, "backend": backend, "providers": getattr(model, "providers", ["torch-cpu"]),
         "plans": plans, "plans_per_s": plans / float(latencies.sum()),
         "median_ms": 1e3 * median, "p99_ms": 1e3 * float(np.percentile(latencies, 99)),
         "flops_per_plan": int(flops_per_plan), "achieved_gflops": flops_per_plan / median / 1e9,
-        "gemm_shape": [rows, *widest], "gemm_gflops": gemm / 1e9, "gemm_gflops_runs": [g / 1e9 for g in gemm_runs],
-        "flop_limit_ratio": flops_per_plan / median / gemm,
+        "gemm_shape": [rows, *widest], "gemm_gflops": float(np.median(gemm_rates)) / 1e9,
+        "gemm_gflops_range": [min(gemm_rates) / 1e9, max(gemm_rates) / 1e9],
+        "flop_limit_ratio": float(np.median(round_ratios)),
+        "flop_limit_ratio_range": [min(round_ratios), max(round_ratios)],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "settings": {"arc": dataclasses.asdict(arc), "safety": dataclasses.asdict(s["safety"]),
                      "ensemble": dataclasses.asdict(s["ensemble"]), "sac": dataclasses.asdict(s["sac"]),

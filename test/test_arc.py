@@ -4,7 +4,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start
+import math
+
+from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start, standard_normal
 from loop_ros.core.arc_reference import arc_reference
 from loop_ros.core.config import ArcConfig, SafetyConfig
 from loop_ros.core.tasks import make_task
@@ -45,6 +47,20 @@ def test_batched_planner_equals_literal_reference(name):
         assert 0 < ref_feasible < 12
     if name == "safe-enough-feasible":
         assert 2 <= ref_feasible < 12
+
+
+def test_standard_normal_has_the_normal_moments_and_tails():
+    z = standard_normal(np.random.default_rng(0), (1001, 999))  # an odd count: one pair is cut
+    assert z.shape == (1001, 999) and z.dtype == np.float32
+    flat = z.ravel()
+    assert abs(flat.mean()) < 0.005 and abs(flat.std() - 1.0) < 0.005
+    # P(|z| > k) of N(0, 1), within 5 % of it (k = 3: 2700 of 1 M expected, so ~2 % noise)
+    for k in (1.0, 2.0, 3.0):
+        np.testing.assert_allclose((np.abs(flat) > k).mean(), math.erfc(k / math.sqrt(2)), rtol=0.05)
+    # the two halves (cosine and sine) are uncorrelated
+    half = flat.size // 2
+    assert abs(np.corrcoef(flat[:half], flat[half:2 * half])[0, 1]) < 0.005
+    np.testing.assert_array_equal(z, standard_normal(np.random.default_rng(0), (1001, 999)))
 
 
 def test_shifted_warm_start_repeats_last_action():

@@ -17,6 +17,7 @@ the literal loop transcription in ``arc_reference.py`` can be compared exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -45,13 +46,27 @@ class PlanResult:
 
 def draw_plan_noise(rng: np.random.Generator, arc: ArcConfig, ensemble_size: int, obs_dim: int, act_dim: int) -> PlanNoise:
     H, N, P, I, n_actor = arc.horizon, arc.population, arc.particles, arc.iterations, arc.n_actor
-    f32 = np.float32
     return PlanNoise(
-        actor=rng.standard_normal((H, n_actor, act_dim), dtype=f32),
-        gaussian=rng.standard_normal((I, N - n_actor, H, act_dim), dtype=f32),
-        dynamics=rng.standard_normal((I, H, ensemble_size, P * N, obs_dim), dtype=f32),
+        actor=standard_normal(rng, (H, n_actor, act_dim)),
+        gaussian=standard_normal(rng, (I, N - n_actor, H, act_dim)),
+        dynamics=standard_normal(rng, (I, H, ensemble_size, P * N, obs_dim)),
         pick=float(rng.random()),
     )
+
+
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 standard normals, by the Box-Muller transform of float32 uniforms.
+
+    A paper-halfcheetah plan draws 0.5 M of them: numpy's float32 ziggurat took 4.4 ms on the
+    dev VM, this 1.6 ms (numpy's log, sqrt, cos and sin are vectorised). The uniforms'
+    2^-24 resolution caps a pair's radius at 5.77 (a true normal pair exceeds it w.p. 6e-8).
+    """
+    n = math.prod(shape)
+    half = (n + 1) // 2
+    u = rng.random((2, half), dtype=np.float32)
+    radius = np.sqrt(-2.0 * np.log1p(-u[0]))  # 1 - u is in (0, 1]
+    angle = np.float32(2 * np.pi) * u[1]
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n].reshape(shape)
 
 
 def stepwise_rollout(model, state, actions, noise, terminal: str | None):

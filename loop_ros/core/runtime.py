@@ -120,26 +120,25 @@ class OrtPlanningModel:
         self.prepare(len(actions), terminal)
         sessions = self._rollouts[(len(actions), terminal)]
         if len(sessions) == 1:
-            out = self._run_rollout(sessions[0], state, actions, noise, terminal)
+            out = sessions[0].run(None, self._rollout_feeds(state, actions, noise, terminal))
         else:
             bounds = np.linspace(0, state.shape[1], len(sessions) + 1).astype(int)
-            parts = [(session, slice(lo, hi)) for session, lo, hi in zip(sessions, bounds[:-1], bounds[1:])]
+            # every slice's feeds first, so the other threads start as soon as they are submitted
+            feeds = [self._rollout_feeds(state[:, lo:hi], actions[:, :, lo:hi], noise[:, :, lo:hi], terminal)
+                     for lo, hi in zip(bounds[:-1], bounds[1:])]
             pool = self._pool or self._start_pool(len(sessions) - 1)
-            others = [pool.submit(self._run_rollout, session, state[:, rows], actions[:, :, rows], noise[:, :, rows],
-                                  terminal) for session, rows in parts[1:]]
-            session, rows = parts[0]
-            results = [self._run_rollout(session, state[:, rows], actions[:, :, rows], noise[:, :, rows], terminal)]
-            results += [future.result() for future in others]
+            others = [pool.submit(session.run, None, part) for session, part in zip(sessions[1:], feeds[1:])]
+            results = [sessions[0].run(None, feeds[0])] + [future.result() for future in others]
             axes = (2, 2, 1)[:len(results[0])]  # states, rewards, q
             out = [np.concatenate([r[i] for r in results], axis=axis) for i, axis in enumerate(axes)]
         return out[0], out[1], (out[2] if terminal is not None else None)
 
-    def _run_rollout(self, session, state, actions, noise, terminal: str | None) -> list[np.ndarray]:
+    def _rollout_feeds(self, state, actions, noise, terminal: str | None) -> dict[str, np.ndarray]:
         feeds = {"state": np.ascontiguousarray(state), "actions": np.ascontiguousarray(actions),
                  "noise": np.ascontiguousarray(noise)}
         if terminal == "next":
-            feeds["actor_noise"] = self._zeros((state.shape[0] * state.shape[1], self.act_dim))
-        return session.run(None, feeds)
+            feeds["actor_noise"] = self._zeros((*state.shape[:2], self.act_dim))
+        return feeds
 
     def _start_pool(self, workers: int) -> ThreadPoolExecutor:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rollout")
@@ -169,7 +168,7 @@ def fused_graphs(bundle: Bundle, horizon: int, terminal: str | None) -> tuple[by
     """ONNX bytes of the bundle's fused rollout and actor-prior graphs (``rollout_graph``)."""
     from loop_ros.core.rollout_graph import actor_prior_graph, rollout_graph
 
-    return (rollout_graph(bundle.files, horizon, terminal, bundle.obs_dim, bundle.act_dim),
+    return (rollout_graph(bundle.files, horizon, terminal, bundle.ensemble_size, bundle.obs_dim, bundle.act_dim),
             actor_prior_graph(bundle.files, horizon, bundle.ensemble_size, bundle.obs_dim, bundle.act_dim))
 
 
