@@ -252,8 +252,72 @@ def median_seconds(run_once, repeats: int) -> float:
     return float(np.median(times))
 
 
+def iteration_layers(settings: dict, ensemble_size: int) -> list[tuple[int, ...]]:
+    """Widths of each MLP that one ARC iteration runs on a member's P*N rollouts, as the fused
+    rollout graph runs them: H dynamics steps, then the terminal actor and the critic heads."""
+    from loop_ros.core.arc import terminal_kind
+
+    task, arc, hidden = settings["task"], settings["arc"], settings["sac"].hidden
+    S, A = task.obs_dim, task.act_dim
+    dynamics = (S + A, *settings["ensemble"].hidden, 2 * S + 1)
+    actor, critic = (S, *hidden, 2 * A), (S + A, *hidden, 1)
+    terminal = {"next": [actor, critic, critic], "last": [critic, critic], None: []}[terminal_kind(arc)]
+    return ([dynamics] * arc.horizon + terminal) * ensemble_size
+
+
+def layers_runner(chains: list[tuple[int, ...]], rows: int, runtime):
+    """(call, FLOPs of a call): the MLPs ``chains`` (Gemm with bias, ReLU between layers) on
+    ``rows`` rows each and nothing else, split over the threads as the planner splits its rollouts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from loop_ros.core.runtime import make_session
+
+    def graph(part_rows: int) -> bytes:
+        rng, nodes, inits, inputs, outputs = np.random.default_rng(0), [], [], {}, []
+        for c, widths in enumerate(chains):
+            x = f"x{widths[0]}"
+            inputs.setdefault(x, helper.make_tensor_value_info(x, TensorProto.FLOAT, [part_rows, widths[0]]))
+            for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+                w, b, y = f"w{c}_{i}", f"b{c}_{i}", f"y{c}_{i}"
+                inits += [numpy_helper.from_array(rng.standard_normal((n_in, n_out)).astype(np.float32), w),
+                          numpy_helper.from_array(np.zeros(n_out, np.float32), b)]
+                nodes.append(helper.make_node("Gemm", [x, w, b], [y]))
+                if i < len(widths) - 2:
+                    nodes.append(helper.make_node("Relu", [y], [y + "r"]))
+                    y += "r"
+                x = y
+            outputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [part_rows, widths[-1]]))
+        model = helper.make_model(helper.make_graph(nodes, "layers", list(inputs.values()), outputs, inits),
+                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        return model.SerializeToString()
+
+    parts = runtime.intra_op_threads if runtime.device == "cpu" else 1
+    bounds = np.linspace(0, rows, parts + 1).astype(int)
+    runs = []
+    for part_rows in np.diff(bounds):
+        session = make_session(graph(int(part_rows)), runtime.device, 1 if parts > 1 else runtime.intra_op_threads,
+                               spinning=True)
+        feeds = {i.name: np.ones(i.shape, np.float32)
+                 for i in session.get_inputs()}
+        runs.append(lambda session=session, feeds=feeds: session.run(None, feeds))
+    pool = ThreadPoolExecutor(max(1, parts - 1))
+
+    def run_once():
+        others = [pool.submit(run) for run in runs[1:]]
+        runs[0]()
+        for future in others:
+            future.result()
+
+    flops = 2 * rows * sum(a * b for widths in chains for a, b in zip(widths[:-1], widths[1:]))
+    return run_once, flops
+
+
 ROUNDS = 20
 GEMMS_PER_ROUND = 40
+LAYER_ROUNDS = 10
 
 
 def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, threads: int | None = None) -> dict:
@@ -295,6 +359,15 @@ def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, th
         latencies += round_latencies
     latencies = np.asarray(latencies)
     median = float(np.median(latencies))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the planner's, before the ceiling's sessions
+    # the ceiling: the plan's MLP layers alone, on this runtime and these threads
+    layers, layer_flops = layers_runner(iteration_layers(s, model.ensemble_size), arc.particles * arc.population,
+                                        s["runtime"])
+    median_seconds(layers, warmup)
+    layers_ratios = []
+    for _ in range(LAYER_ROUNDS):
+        layer_rate = layer_flops / median_seconds(layers, GEMMS_PER_ROUND)
+        layers_ratios.append(layer_rate / (gemm_flops / median_seconds(gemm, GEMMS_PER_ROUND)))
     return {
         "preset": preset, "backend": backend, "providers": getattr(model, "providers", ["torch-cpu"]),
         "plans": plans, "plans_per_s": plans / float(latencies.sum()),
@@ -304,7 +377,8 @@ def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, th
         "gemm_gflops_range": [min(gemm_rates) / 1e9, max(gemm_rates) / 1e9],
         "flop_limit_ratio": float(np.median(round_ratios)),
         "flop_limit_ratio_range": [min(round_ratios), max(round_ratios)],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "layers_only_ratio": float(np.median(layers_ratios)),
+        "peak_rss_mb": peak_rss_mb,
         "settings": {"arc": dataclasses.asdict(arc), "safety": dataclasses.asdict(s["safety"]),
                      "ensemble": dataclasses.asdict(s["ensemble"]), "sac": dataclasses.asdict(s["sac"]),
                      "runtime": dataclasses.asdict(s["runtime"]), "task": task.name},
