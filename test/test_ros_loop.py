@@ -119,6 +119,7 @@ def test_supervised_run_keeps_the_rate_and_summarises(loop):
     assert abs(summary["nodes"]["sim"]["achieved_hz"] - RATE_HZ) <= 0.05 * RATE_HZ
     assert summary["ticks"] >= 0.95 * RATE_HZ * (RUN_S - 5.0)  # minus the start-up of both processes
     assert summary["model_version"] == BUNDLE_VERSION
+    assert summary["nodes"]["planner"]["no_model_ticks"] == 0  # the first tick waited for the bundle
     assert summary["nodes"]["planner"]["plans"] > 0 and summary["nodes"]["planner"]["plan_errors"] == 0
     assert summary["stale_states"] == 0 and summary["invalid_states"] == 0
     for key in ("deadline_misses", "violations", "mean_speed", "episode_returns"):

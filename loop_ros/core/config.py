@@ -194,7 +194,7 @@ class TaskConfig:
     bundle: str = "models/rc_car"
     """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
     start_subscribers: int = 0
-    """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
+    """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
 
     def __post_init__(self) -> None:
         _check(self.control_rate_hz > 0.0, "task.control_rate_hz must be > 0")

@@ -51,7 +51,7 @@ START_WAIT_S = 10.0
 
 class StartGate:
     """Holds a node's first step until ``wanted`` subscribers have matched its output publisher
-    (and its input has arrived, for the planner).
+    (and, for the planner, its first state and the model it is loading have arrived).
 
     DDS discovery between processes started together took up to 2.5 s here, and what a
     publisher sends before a subscriber matched is lost to it: the trainer would miss the
@@ -63,15 +63,17 @@ class StartGate:
         self._created = time.monotonic()
         self.open = False
 
-    def passes(self, wanted: int, input_ready: bool = True) -> bool:
-        """True from the first call at which the node may run, for good."""
+    def passes(self, wanted: int, missing_input: str | None = None) -> bool:
+        """True from the first call at which the node may run, for good; ``missing_input`` names
+        what the node still waits for besides subscribers (None: nothing)."""
         if not self.open:
             matched = self.publisher.get_subscription_count()
             waited = time.monotonic() - self._created
-            self.open = (matched >= wanted and input_ready) or waited >= START_WAIT_S
-            if self.open and not (matched >= wanted and input_ready):
+            ready = matched >= wanted and missing_input is None
+            self.open = ready or waited >= START_WAIT_S
+            if self.open and not ready:
                 self._log_warning(f"starting after {waited:.0f} s with {matched} of {wanted} subscribers of "
-                                  f"{self.publisher.topic_name}" + ("" if input_ready else " and no input yet"))
+                                  f"{self.publisher.topic_name}" + (f" and no {missing_input} yet" if missing_input else ""))
         return self.open
 
 

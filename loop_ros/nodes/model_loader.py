@@ -126,6 +126,12 @@ class ModelLoader:
         self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
         self._thread.start()
 
+    @property
+    def pending(self) -> bool:
+        """A bundle is waiting or being loaded."""
+        with self._cond:
+            return self.busy or self._request is not None
+
     def load_directory(self, directory: Path, runtime: RuntimeConfig) -> None:
         self._submit(("directory", directory, runtime))
 
@@ -152,7 +158,7 @@ class ModelLoader:
                 if self._stopping:
                     return
                 request, self._request = self._request, None
-            self.busy = True
+                self.busy = True  # under the lock, so ``pending`` never reads a gap
             try:
                 self._load(*request)
             finally:

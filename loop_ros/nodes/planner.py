@@ -114,9 +114,9 @@ class PlannerNode(Node):
 
     # ------------------------------------------------------------ control path
     def _on_tick(self) -> None:
-        # The first tick waits for the first state too: ticks before it could only brake.
-        received = self._state is not None or self._state_invalid
-        if not self.start_gate.passes(self.params.configs["task"].start_subscribers, received):
+        # The first tick waits for the first state, and for the model being loaded at start:
+        # ticks before them could only brake.
+        if not self.start_gate.passes(self.params.configs["task"].start_subscribers, self._missing_input()):
             return
         now = time.monotonic()
         state, plan, model = self._state, self.worker.latest_plan, self.holder.current
@@ -190,6 +190,13 @@ class PlannerNode(Node):
         if source != self._bundle_source:
             self._bundle_source = source
             self.loader.load_directory(data_path(configs["task"].bundle), configs["runtime"])
+
+    def _missing_input(self) -> str | None:
+        if self._state is None and not self._state_invalid:
+            return "state"
+        if self.holder.current is None and self.loader.pending:
+            return "model"
+        return None
 
     def _fused_key(self):
         """(horizon, terminal kind) of the fused graphs the plan worker's settings need."""
