@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from typing import Any, Iterable
 
@@ -191,9 +192,15 @@ def run(args) -> int:
     params = load_params(args.task, args.params, args.set)
     from loop_ros.nodes import data_path  # stdlib only: finds models/ in the tree or the install
 
+    from loop_ros.core.bundle import BundleError
+
     bundle_dir = args.bundle or str(data_path(params.get("task.bundle", f"models/{args.task}")))
-    result = evaluate_bundle(args.task, args.controller, bundle_dir, args.episodes, args.seed, params,
-                             args.episode_steps)
+    try:
+        result = evaluate_bundle(args.task, args.controller, bundle_dir, args.episodes, args.seed, params,
+                                 args.episode_steps)
+    except BundleError as error:
+        print(f"loop-ros eval: {error}", file=sys.stderr)
+        return 2
     summary = {key: result[key] for key in ("mean_return", "mean_cost", "violations_per_episode", "mean_speed",
                                             "target_speed", "mean_radius_error", "crashes", "mean_plan_ms")}
     print(json.dumps(summary, indent=2))

@@ -92,6 +92,11 @@ def test_eval_of_a_toy_bundle_on_onnx_runtime_matches_the_trainers_evaluation(tm
 
 @pytest.mark.skipif(not (SHIPPED / "manifest.json").exists(),
                     reason="models/rc_car/manifest.json does not exist yet (no shipped RC-car bundle)")
+def test_eval_of_a_missing_bundle_says_why_and_exits_2(tmp_path, capsys):
+    assert cli.main(["eval", "--task", "rc_car", "--bundle", str(tmp_path / "v42"), "--episodes", "1"]) == 2
+    assert f"missing file manifest.json in bundle {tmp_path / 'v42'}" in capsys.readouterr().err
+
+
 def test_shipped_rc_car_bundle_meets_the_bar_with_safe_arc():
     """The issue's bar: safeARC drives at the target speed (+-10 %), on the 1 m circle
     (mean |r - 1| <= 0.15 m), never leaving the 1.2 m keep-in circle in 5 episodes."""

@@ -235,7 +235,7 @@ class TrainerConfig:
     publish_after: int = 0
     """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
     keep_models: int = 0
-    """Published bundles also kept in data_dir/models/v<version>, for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
+    """Published bundles also kept in data_dir/models/v<version> (9 digits: v000029750), for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
     torch_threads: int = 1
     """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
     nice: int = 10

@@ -99,9 +99,9 @@ def rollout_graph(files: dict[str, bytes], horizon: int, terminal: str | None, e
                   act_dim: int) -> bytes:
     """ONNX bytes of the fused H-step rollout (see module docstring).
 
-    The terminal value runs once per member, on that member's B rollouts: a 2000-row
-    2x256 actor and twin critic (paper-halfcheetah) ran 8 % faster as five 400-row
-    chunks, whose activations stay in the core's cache."""
+    The terminal value runs once per member, on that member's B rollouts, whose activations
+    stay in the core's cache: one paper-halfcheetah iteration took 18.1 instead of 18.4 ms on
+    one thread (its 2x256 FusedGemm layers 5 % less time) than on all K*B rows at once."""
     names = ("dynamics",) + (("critic",) if terminal else ()) + (("actor",) if terminal == "next" else ())
     b = _Builder(_graphs(files, names))
     s, states, rewards = "state", [], []
