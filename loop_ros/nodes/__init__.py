@@ -91,12 +91,33 @@ def lower_thread_priority(increment: int, tid: int | None = None) -> None:
 
 
 def lower_process_priority(increment: int) -> None:
-    """``lower_thread_priority`` for every thread of this process, the DDS threads included.
+    """``lower_thread_priority`` for every thread of this process, the DDS threads included, and
+    for its session's autogroup when it leads that session.
+
     For a process whose Python threads share the GIL: niced alone, a thread can be descheduled
     while it holds the GIL and stall the others (measured: the trainer's recording lost states
-    while its niced learning thread held the GIL)."""
+    while its niced learning thread held the GIL). With autogroup scheduling (Linux's default on
+    many distributions, and on the dev VM), the kernel first shares the cores between sessions
+    and applies a thread's nice only within its own: `loop-ros up` starts each node in its own
+    session, and a nice-10 trainer thread took a whole core for 132 ms while the planner's plan
+    worker waited 57 ms for one (a deadline miss). Only the session leader changes the
+    autogroup, so a node started inside a shared session (a launch file's) never nices the others.
+    """
     for tid in os.listdir("/proc/self/task") if sys.platform.startswith("linux") else ():
         lower_thread_priority(increment, int(tid))
+    if sys.platform.startswith("linux") and os.getsid(0) == os.getpid():
+        _lower_autogroup_priority(increment)
+
+
+def _lower_autogroup_priority(increment: int) -> None:
+    path = "/proc/self/autogroup"
+    try:
+        with open(path, encoding="ascii") as f:  # e.g. "/autogroup-1028 nice 0"
+            nice = int(f.read().split()[-1])
+        with open(path, "w", encoding="ascii") as f:
+            f.write(str(min(19, nice + increment)))
+    except (OSError, ValueError, IndexError):  # a kernel without autogroups
+        pass
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
