@@ -239,7 +239,7 @@ class TrainerConfig:
     torch_threads: int = 1
     """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
     nice: int = 10
-    """Niceness added to the trainer node's process, so the planner and the sim win the CPU."""
+    """Niceness added to the trainer node's threads, and to its session's autogroup when it leads the session (as under `loop-ros up`), so the planner and the sim win the CPU."""
     data_dir: str = "~/.ros/loop_ros/replay"
     """Directory of the replay bags (MCAP); every bag in it is loaded at start."""
     max_bag_mb: float = 64.0
