@@ -300,8 +300,7 @@ def layers_runner(chains: list[tuple[int, ...]], rows: int, runtime):
     for part_rows in np.diff(bounds):
         session = make_session(graph(int(part_rows)), runtime.device, 1 if parts > 1 else runtime.intra_op_threads,
                                spinning=True)
-        feeds = {i.name: np.ones(i.shape, np.float32)
-                 for i in session.get_inputs()}
+        feeds = {i.name: np.ones(i.shape, np.float32) for i in session.get_inputs()}
         runs.append(lambda session=session, feeds=feeds: session.run(None, feeds))
     pool = ThreadPoolExecutor(max(1, parts - 1))
 

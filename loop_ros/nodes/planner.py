@@ -116,7 +116,8 @@ class PlannerNode(Node):
     def _on_tick(self) -> None:
         # The first tick waits for the first state, and for the model being loaded at start:
         # ticks before them could only brake.
-        if not self.start_gate.passes(self.params.configs["task"].start_subscribers, self._missing_input()):
+        gate = self.start_gate
+        if not gate.open and not gate.passes(self.params.configs["task"].start_subscribers, self._missing_input()):
             return
         now = time.monotonic()
         state, plan, model = self._state, self.worker.latest_plan, self.holder.current
