@@ -109,14 +109,27 @@ def lower_process_priority(increment: int) -> None:
         _lower_autogroup_priority(increment)
 
 
-def _lower_autogroup_priority(increment: int) -> None:
-    path = "/proc/self/autogroup"
+AUTOGROUP = "/proc/self/autogroup"
+
+
+def autogroup_nice() -> int | None:
+    """This process's autogroup nice, or None where the kernel exposes none it can read (no
+    autogroup scheduling, or a sandboxed /proc whose file reads empty, as on the CI machine)."""
     try:
-        with open(path, encoding="ascii") as f:  # e.g. "/autogroup-1028 nice 0"
-            nice = int(f.read().split()[-1])
-        with open(path, "w", encoding="ascii") as f:
+        with open(AUTOGROUP, encoding="ascii") as f:  # e.g. "/autogroup-1028 nice 0"
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _lower_autogroup_priority(increment: int) -> None:
+    nice = autogroup_nice()
+    if nice is None:
+        return
+    try:
+        with open(AUTOGROUP, "w", encoding="ascii") as f:
             f.write(str(min(19, nice + increment)))
-    except (OSError, ValueError, IndexError):  # a kernel without autogroups
+    except OSError:  # a kernel that refuses the write: the threads' nice still applies
         pass
 
 
