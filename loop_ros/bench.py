@@ -1,6 +1,7 @@
-"""Benchmarks: `loop-ros bench plan --preset P --backend B --json F` (DESIGN.md section 8).
+"""Benchmarks (DESIGN.md section 8): `loop-ros bench plan --preset P --backend B --json F` and
+`loop-ros bench loop --task T --duration S --json F`.
 
-Plans with networks of the preset's sizes (random weights: speed does not depend on them),
+`bench plan` plans with networks of the preset's sizes (random weights: speed does not depend on them),
 and reports plans/s, median and p99 latency, the plan's matmul FLOPs, a plain fp32 GEMM of
 the plan's widest layer measured in the same run on the same threads, and their ratio.
 The ORT backends build the bundle in a child process, so this process (like the planner
@@ -17,6 +18,9 @@ import platform
 import resource
 import tempfile
 import time
+from pathlib import Path
+
+from loop_ros.supervisor import TASK_NODES, TRAINER, bring_up, fresh_overrides, params_path
 
 PRESETS = {
     # Table 3 of the paper: H=3, N=100, P=4, K=5, 5 iterations; HalfCheetah dims; model reward.
@@ -40,6 +44,15 @@ def add_arguments(parser) -> None:
     plan.add_argument("--warmup", type=int, default=20)
     plan.add_argument("--threads", type=int, default=None, help="runtime.intra_op_threads (default: preset's)")
     plan.add_argument("--json", default=None, help="write the results here")
+    loop = sub.add_parser("loop", help="sim-in-the-loop for a fixed time under the trainer's load: rate, tick "
+                                       "jitter, deadline misses")
+    loop.add_argument("--task", choices=sorted(TASK_NODES), default="rc_car")
+    loop.add_argument("--duration", type=float, default=60.0, help="seconds of the run")
+    loop.add_argument("--fresh", action="store_true", help="the trainer and the planner start from nothing, as "
+                                                          "`loop-ros up --fresh` (default: the task's bundle)")
+    loop.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
+    loop.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the nodes")
+    loop.add_argument("--json", default=None, help="write the results here")
     smoothing = sub.add_parser("smoothing", help="closed-loop return of ARC's mean/variance smoothing factors")
     smoothing.add_argument("--episodes", type=int, default=20)
     smoothing.add_argument("--steps", type=int, default=40)
@@ -49,6 +62,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
+    elif args.bench == "loop":
+        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id)
     else:
         result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
     text = json.dumps(result, indent=2)
@@ -381,8 +396,56 @@ def bench_plan(preset: str, backend: str, plans: int = 200, warmup: int = 20, th
         "settings": {"arc": dataclasses.asdict(arc), "safety": dataclasses.asdict(s["safety"]),
                      "ensemble": dataclasses.asdict(s["ensemble"]), "sac": dataclasses.asdict(s["sac"]),
                      "runtime": dataclasses.asdict(s["runtime"]), "task": task.name},
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": machine(),
+    }
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------- sim in the loop
+
+LOOP_SEED_STEPS = 100
+
+
+def bench_loop(task: str, duration: float, fresh: bool = False, params: str | None = None,
+               domain_id: int | None = None) -> dict:
+    """``loop-ros up`` with the trainer for ``duration`` s, its replay in a temporary data_dir (so
+    every run starts alike and the user's replay is untouched), reduced to the real-time figures:
+    achieved rate, tick jitter (|period - 1/rate|), deadline misses, and the trainer's load."""
+    from loop_ros.core.config import load_params_file, section_fields
+
+    params_file = params_path(task, params)
+    with tempfile.TemporaryDirectory(prefix="loop-ros-bench-loop-") as data_dir:
+        # Not fresh: learning starts after LOOP_SEED_STEPS transitions (2 s), so the load is there all run long.
+        overrides = fresh_overrides(Path(data_dir)) if fresh else {
+            TRAINER: (f"trainer.data_dir:={data_dir}", f"trainer.seed_steps:={LOOP_SEED_STEPS}")}
+        summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id)
+    target_hz = load_params_file(str(params_file), "planner").get(
+        "task.control_rate_hz", section_fields("task")["control_rate_hz"].default)
+    return loop_figures(summary, clean, target_hz, duration, fresh)
+
+
+def loop_figures(summary: dict, clean: bool, target_hz: float, duration: float, fresh: bool) -> dict:
+    """The figures of ``bench loop`` from a merged ``loop-ros up`` summary."""
+    nodes = summary["nodes"]
+    planner, trainer = nodes.get("planner") or {}, nodes.get(TRAINER) or {}
+    wall_s = summary["wall_time_s"]
+    return {
+        "task": summary["task"], "duration_s": duration, "fresh": fresh, "clean_exit": clean,
+        "stopped_because": summary["stopped_because"], "target_hz": target_hz,
+        **{key: summary[key] for key in ("ticks", "achieved_hz", "tick_jitter_p99_ms", "tick_period_p99_ms",
+                                         "deadline_misses", "swap_deadline_misses", "stale_states",
+                                         "plan_latency_median_ms", "plan_latency_p99_ms", "model_swaps")},
+        "tick_period_max_ms": planner.get("tick_period_max_ms"),
+        "ticks_by_source": planner.get("ticks_by_source"),
+        # the load: what the trainer did, and its share of the machine's cores over the run
+        "trainer": {key: trainer.get(key) for key in ("transitions", "sac_updates", "fits", "models_published")},
+        "cpu_share": {name: (node or {}).get("process_cpu_s", 0.0) / wall_s / (os.cpu_count() or 1)
+                      for name, node in nodes.items()},
+        "machine": machine(),
     }
 
 

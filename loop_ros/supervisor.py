@@ -33,8 +33,8 @@ DEFAULT_DOMAIN_ID = 42
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
 PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "invalid_states", "no_model_ticks",
-                "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "model_version", "model_swaps",
-                "swap_deadline_misses", "controller")
+                "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "tick_jitter_p99_ms",
+                "model_version", "model_swaps", "swap_deadline_misses", "controller")
 SIM_KEYS = ("violations", "mean_speed", "episode_returns")
 TRAINER_KEYS = ("replay_transitions", "model_versions_published")
 UNPAIRED = "replay_unpaired_"  # the trainer's counts of states that completed no transition, by reason
@@ -171,29 +171,45 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
     return summary
 
 
-def run(args: argparse.Namespace) -> int:
-    params = Path(args.params) if args.params else data_path(f"config/{args.task}.yaml")
-    if not params.is_file():
-        print(f"loop-ros up: no params file at {params}", file=sys.stderr)
-        return 2
-    names = (() if args.no_trainer else (TRAINER,)) + TASK_NODES[args.task]
-    fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
+def bring_up(task: str, params: Path, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
+             trainer: bool = True, domain_id: int | None = None) -> tuple[dict, bool]:
+    """Run ``task``'s nodes (and the trainer) until ``duration``, a signal or a node's exit.
+
+    Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
+    """
+    names = ((TRAINER,) if trainer else ()) + TASK_NODES[task]
+    overrides = dict(overrides or {})
+    # Each of the others subscribes to the sim's state and the planner's action: both start
+    # once all who listen can hear them.
+    for name in TASK_NODES[task]:
+        overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(names) - 1}",)
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()
-        overrides = fresh_overrides(fresh_dir) if fresh_dir else {}
-        # Each of the others subscribes to the sim's state and the planner's action: both start
-        # once all who listen can hear them.
-        for name in TASK_NODES[args.task]:
-            overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(names) - 1}",)
-        processes = start_nodes(names, params, summary_dir, node_environment(args.domain_id), overrides)
-        reason, signum, node_exited = supervise(processes, args.duration)
+        processes = start_nodes(names, params, summary_dir, node_environment(domain_id), overrides)
+        reason, signum, node_exited = supervise(processes, duration)
         stop_nodes(processes, signum)
-        summary = merged_summary(args.task, reason, time.monotonic() - start, processes, summary_dir)
+        summary = merged_summary(task, reason, time.monotonic() - start, processes, summary_dir)
+    clean = all(code == 0 for code in summary["exit_codes"].values()) and not node_exited
+    return summary, clean
+
+
+def params_path(task: str, params: str | None) -> Path:
+    """``params``, else the package's ``config/<task>.yaml``."""
+    return Path(params) if params else data_path(f"config/{task}.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    params = params_path(args.task, args.params)
+    if not params.is_file():
+        print(f"loop-ros up: no params file at {params}", file=sys.stderr)
+        return 2
+    fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
+    summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
+                              trainer=not args.no_trainer, domain_id=args.domain_id)
     if fresh_dir:
         summary["fresh_data_dir"] = str(fresh_dir)
     print(json.dumps(summary, indent=2, sort_keys=True))
     if args.json:
         write_json(args.json, summary)
-    clean = all(code == 0 for code in summary["exit_codes"].values())
-    return 0 if clean and not node_exited else 1
+    return 0 if clean else 1

@@ -180,7 +180,7 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
             executor.spin_once(timeout_sec=0.1)
     finally:
         executor.shutdown(timeout_sec=2.0)
-        summary = node.close()
+        summary = {**node.close(), "process_cpu_s": time.process_time()}  # every thread's CPU time
         node.destroy_node()
         rclpy.try_shutdown()
     if arguments.summary:

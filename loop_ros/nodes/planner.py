@@ -92,6 +92,7 @@ class PlannerNode(Node):
         self._ticks_since_swap = SWAP_TICKS
         self._edit_accepted_at: float | None = None
         self._published_states = None
+        self._nominal_period_s = 1.0 / configs["task"].control_rate_hz
         self._make_interfaces(state_reader(self.task), configs["task"].control_rate_hz)
         self._bundle_source = None
         self.worker.start()
@@ -223,6 +224,7 @@ class PlannerNode(Node):
             "achieved_hz": (ticks - 1) / span if span > 0 else 0.0,
             "tick_period_p99_ms": _percentile_ms(self._tick_periods, 99),
             "tick_period_max_ms": _percentile_ms(self._tick_periods, 100),
+            "tick_jitter_p99_ms": _percentile_ms(tick_jitter(self._tick_periods, self._nominal_period_s), 99),
             "deadline_misses": self.counts[ACTOR],
             "swap_deadline_misses": self.swap_misses,
             "deadline_miss_details": list(self.misses),
@@ -273,6 +275,11 @@ class PlannerNode(Node):
         self.worker.stop()
         self.loader.stop()
         return self.summary()
+
+
+def tick_jitter(periods, nominal_s: float) -> np.ndarray:
+    """How far each tick came from one nominal period after the one before it (seconds)."""
+    return np.abs(np.asarray(periods, dtype=float) - nominal_s)
 
 
 def _percentile_ms(seconds, q: float) -> float | None:
