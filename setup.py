@@ -21,7 +21,7 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/models/rc_car", glob("models/rc_car/*")),
     ],
-    install_requires=["numpy", "PyYAML", "onnx", "onnxruntime", "mujoco", "rosbags", "tqdm"],
+    install_requires=["numpy", "PyYAML", "onnx", "onnxruntime", "mujoco", "rosbags", "foxglove-sdk", "tqdm"],
     zip_safe=False,
     maintainer="loop_ros developers",
     description="LOOP / ARC / safeARC planning with learned models for ROS 2",
@@ -33,6 +33,7 @@ setup(
             "planner = loop_ros.nodes.planner:main",
             "sim = loop_ros.nodes.sim:main",
             "trainer = loop_ros.nodes.trainer:main",
+            "foxglove_bridge = loop_ros.nodes.foxglove_bridge:main",
         ],
     },
 )

@@ -50,6 +50,8 @@ def add_arguments(parser) -> None:
     loop.add_argument("--duration", type=float, default=60.0, help="seconds of the run")
     loop.add_argument("--fresh", action="store_true", help="the trainer and the planner start from nothing, as "
                                                           "`loop-ros up --fresh` (default: the task's bundle)")
+    loop.add_argument("--foxglove", action="store_true", help="also run the Foxglove bridge (its cost, with "
+                                                             "whatever viewer connects)")
     loop.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
     loop.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the nodes")
     loop.add_argument("--json", default=None, help="write the results here")
@@ -63,7 +65,7 @@ def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
     elif args.bench == "loop":
-        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id)
+        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove)
     else:
         result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
     text = json.dumps(result, indent=2)
@@ -411,7 +413,7 @@ LOOP_SEED_STEPS = 100
 
 
 def bench_loop(task: str, duration: float, fresh: bool = False, params: str | None = None,
-               domain_id: int | None = None) -> dict:
+               domain_id: int | None = None, foxglove: bool = False) -> dict:
     """``loop-ros up`` with the trainer for ``duration`` s, its replay in a temporary data_dir (so
     every run starts alike and the user's replay is untouched), reduced to the real-time figures:
     achieved rate, tick jitter (|period - 1/rate|), deadline misses, and the trainer's load."""
@@ -422,7 +424,8 @@ def bench_loop(task: str, duration: float, fresh: bool = False, params: str | No
         # Not fresh: learning starts after LOOP_SEED_STEPS transitions (2 s), so the load is there all run long.
         overrides = fresh_overrides(Path(data_dir)) if fresh else {
             TRAINER: (f"trainer.data_dir:={data_dir}", f"trainer.seed_steps:={LOOP_SEED_STEPS}")}
-        summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id)
+        summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id,
+                                  foxglove=foxglove)
     target_hz = load_params_file(str(params_file), "planner").get(
         "task.control_rate_hz", section_fields("task")["control_rate_hz"].default)
     return loop_figures(summary, clean, target_hz, duration, fresh)

@@ -3,7 +3,7 @@
 A process supervisor, not a launch clone: it starts the same node executables with the same
 params file as ``launch/rc_car.launch.py`` (the trainer unless ``--no-trainer``, then the task's
 nodes once the trainer is up, so it records from the first tick; ``--fresh`` learns from
-scratch), forwards SIGINT/SIGTERM, stops everything when one node exits, stops all after
+scratch; ``--foxglove`` adds the Foxglove bridge), forwards SIGINT/SIGTERM, stops everything when one node exits, stops all after
 ``--duration`` in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period)
 and prints one JSON summary merged from the nodes' own summary files.
 """
@@ -23,6 +23,8 @@ from loop_ros.nodes import data_path, write_json
 
 TASK_NODES = {"rc_car": ("sim", "planner")}
 """Nodes of each task, in start order; each is ``python -m loop_ros.nodes.<name>``."""
+FOXGLOVE = "foxglove_bridge"
+"""Started last with ``--foxglove``: serves the planner's view to Foxglove on 127.0.0.1:8765."""
 TRAINER = "trainer"
 """Started first unless ``--no-trainer``, and stopped last, so it records every tick."""
 READY_TIMEOUT_S = 120.0
@@ -49,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-id", type=int,
                         help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
     parser.add_argument("--no-trainer", action="store_true", help="do not start the trainer (no online learning)")
+    parser.add_argument("--foxglove", action="store_true",
+                        help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--fresh", action="store_true",
                         help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
                              "the run) and the planner starts without a model, so every model it uses is learned "
@@ -172,17 +176,19 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
 
 
 def bring_up(task: str, params: Path, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
-             trainer: bool = True, domain_id: int | None = None) -> tuple[dict, bool]:
-    """Run ``task``'s nodes (and the trainer) until ``duration``, a signal or a node's exit.
+             trainer: bool = True, domain_id: int | None = None, foxglove: bool = False) -> tuple[dict, bool]:
+    """Run ``task``'s nodes (and the trainer, and the Foxglove bridge) until ``duration``, a signal
+    or a node's exit.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
     """
-    names = ((TRAINER,) if trainer else ()) + TASK_NODES[task]
+    loop = ((TRAINER,) if trainer else ()) + TASK_NODES[task]
+    names = loop + ((FOXGLOVE,) if foxglove else ())
     overrides = dict(overrides or {})
     # Each of the others subscribes to the sim's state and the planner's action: both start
-    # once all who listen can hear them.
+    # once all who listen can hear them (a viewer, the bridge, is never waited for).
     for name in TASK_NODES[task]:
-        overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(names) - 1}",)
+        overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(loop) - 1}",)
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()
@@ -206,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
     summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
-                              trainer=not args.no_trainer, domain_id=args.domain_id)
+                              trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove)
     if fresh_dir:
         summary["fresh_data_dir"] = str(fresh_dir)
     print(json.dumps(summary, indent=2, sort_keys=True))

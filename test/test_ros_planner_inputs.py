@@ -71,7 +71,7 @@ def counter(diagnostics, key: str) -> int:
 def test_invalid_and_stale_odometry_give_the_safe_action_and_are_counted(setup):
     from nav_msgs.msg import Odometry
 
-    probe, _ = setup
+    probe, tmp = setup
     states = StatePublisher(probe, Odometry, "state", "action")
     diagnostics = probe.diagnostics("/planner")
     states.message = odometry()
@@ -97,6 +97,8 @@ def test_invalid_and_stale_odometry_give_the_safe_action_and_are_counted(setup):
     late = [a for t, a in states.actions if t > stopped + timeout_s + SETTLE_S]
     assert late and all(a == SAFE_ACTION for a in late)
     probe.wait_for(lambda: counter(diagnostics, "stale_states") > stale_before, 3.0, "stale states counted")
+    probe.wait_for(lambda: "stale state: the latest is" in (tmp / "planner.log").read_text(), 3.0,
+                   "a log line for the run of stale ticks")
 
 
 def test_wrong_size_array_states_give_the_safe_action_and_are_counted(setup):

@@ -273,6 +273,26 @@ class TrainerConfig:
         _check(self.max_gap_s > 0.0, "trainer.max_gap_s must be > 0")
 
 
+@dataclass(frozen=True)
+class FoxgloveConfig:
+    """The Foxglove bridge node: a WebSocket server (subprotocol foxglove.sdk.v1) showing what the planner sees and plans."""
+
+    host: str = "127.0.0.1"
+    """Address the server binds (loopback: only this machine can connect)."""
+    port: int = 8765
+    """TCP port of the server (0: a free port, logged at start)."""
+    scene_rate_hz: float = 10.0
+    """Rate of the 3D scene updates: the car, the planned path, the keep-in circle and obstacles."""
+    planner_node: str = "/planner"
+    """Fully qualified name of the planner whose accepted `safety.*` edits the scene follows (`/parameter_events`)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.host), "foxglove.host must not be empty")
+        _check(0 <= self.port <= 65535, "foxglove.port must be in [0, 65535]")
+        _check(self.scene_rate_hz > 0.0, "foxglove.scene_rate_hz must be > 0")
+        _check(self.planner_node.startswith("/"), "foxglove.planner_node must be a fully qualified name (/...)")
+
+
 SECTIONS: dict[str, type] = {
     "arc": ArcConfig,
     "safety": SafetyConfig,
@@ -282,6 +302,7 @@ SECTIONS: dict[str, type] = {
     "task": TaskConfig,
     "sim": SimConfig,
     "trainer": TrainerConfig,
+    "foxglove": FoxgloveConfig,
 }
 
 

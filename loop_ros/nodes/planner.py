@@ -88,6 +88,8 @@ class PlannerNode(Node):
         self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
         self.swap_misses = 0
         self.misses: list[dict] = []  # circumstances of the first MISSES_KEPT deadline misses
+        self.stale_periods: list[dict] = []  # the first MISSES_KEPT runs of stale ticks
+        self._stale_period: dict | None = None  # the run going on, when one is
         self._tick_model = None  # the model the last tick saw
         self._ticks_since_swap = SWAP_TICKS
         self._edit_accepted_at: float | None = None
@@ -134,6 +136,7 @@ class PlannerNode(Node):
             action = self._actor_action(model, state.obs)
         if source == ACTOR:
             self._record_miss(now, plan)
+        self._track_stale(now, state, timeout, source == STALE)
         self.action_pub.publish(float_array(action))
         self.worker.applied_action = np.asarray(action, np.float32)
         self.counts[source] += 1
@@ -155,6 +158,20 @@ class PlannerNode(Node):
         self.get_logger().warning("deadline miss, publishing the actor's action: " +
                                   ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in miss.items()), throttle_duration_sec=1.0)
+
+    def _track_stale(self, now: float, state, timeout_s: float, stale: bool) -> None:
+        """Log each run of stale ticks once, at its start, and keep when it began and how long it lasted."""
+        if not stale:
+            self._stale_period = None
+        elif self._stale_period is not None:
+            self._stale_period["ticks"] += 1
+        else:
+            age_ms = (now - state.received) * 1e3
+            self._stale_period = {"t_s": now - (self._first_tick or now), "state_age_ms": age_ms, "ticks": 1}
+            if len(self.stale_periods) < MISSES_KEPT:
+                self.stale_periods.append(self._stale_period)
+            self.get_logger().warning(f"stale state: the latest is {age_ms:.0f} ms old (task.state_timeout_s "
+                                      f"{timeout_s * 1e3:.0f} ms); publishing the safe action until a fresh one comes")
 
     def _count_swap_miss(self, model, missed: bool) -> None:
         if model is not self._tick_model:
@@ -228,6 +245,7 @@ class PlannerNode(Node):
             "deadline_misses": self.counts[ACTOR],
             "swap_deadline_misses": self.swap_misses,
             "deadline_miss_details": list(self.misses),
+            "stale_periods": list(self.stale_periods),
             "stale_states": self.counts[STALE],
             "invalid_states": self.invalid_states,
             "invalid_state_ticks": self.counts[INVALID],
@@ -245,6 +263,7 @@ class PlannerNode(Node):
         values = self.summary()
         values.pop("ticks_by_source")
         values.pop("deadline_miss_details")
+        values.pop("stale_periods")
         safety = self.worker.configs["safety"]
         values.update({"safety.enabled": safety.enabled, "safety.keep_in_radius": safety.keep_in_radius,
                        "safety.d0": safety.d0, "model_status": self.loader.status,
