@@ -3,9 +3,10 @@
 A process supervisor, not a launch clone: it starts the same node executables with the same
 params file as ``launch/rc_car.launch.py`` (the trainer unless ``--no-trainer``, then the task's
 nodes once the trainer is up, so it records from the first tick; ``--fresh`` learns from
-scratch; ``--foxglove`` adds the Foxglove bridge), forwards SIGINT/SIGTERM, stops everything when one node exits, stops all after
-``--duration`` in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period)
-and prints one JSON summary merged from the nodes' own summary files.
+scratch; ``--foxglove`` adds the Foxglove bridge), forwards SIGINT/SIGTERM, stops everything
+when one node exits, stops all after ``--duration`` in reverse start order (SIGINT, then
+SIGTERM and SIGKILL after a grace period) and prints one JSON summary merged from the nodes'
+own summary files.
 """
 from __future__ import annotations
 
