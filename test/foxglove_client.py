@@ -11,6 +11,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
+from ros_helpers import wait_until
 
 MESSAGE_DATA = 0x01  # binary opcode: uint32 subscription id, uint64 log time, payload
 
@@ -83,13 +84,10 @@ class FoxgloveClient:
 
     def wait_for(self, predicate, timeout_s: float, what: str):
         """Poll ``predicate()`` until truthy; returns its value or fails naming ``what``."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (client error: {self.error!r})")
+        try:
+            return wait_until(predicate, timeout_s, what, lambda: time.sleep(0.05))
+        except AssertionError as error:
+            raise AssertionError(f"{error} (client error: {self.error!r})") from None
 
     def _run(self) -> None:
         from websockets.sync.client import connect

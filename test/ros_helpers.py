@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -49,6 +50,17 @@ def params_file(path: Path, **overrides) -> Path:
         block[section][name] = value
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def wait_until(predicate, timeout_s: float, what: str, pause: Callable[[], None]):
+    """Call ``predicate()`` until truthy, ``pause()`` between calls; returns its value or fails naming ``what``."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        pause()
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class NodeProcess:
@@ -106,13 +118,7 @@ class Probe:
 
     def wait_for(self, predicate, timeout_s: float, what: str):
         """Spin until ``predicate()`` is truthy; returns its value or fails naming ``what``."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            self.executor.spin_once(timeout_sec=0.05)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        return wait_until(predicate, timeout_s, what, lambda: self.executor.spin_once(timeout_sec=0.05))
 
     def collect(self, msg_type, topic: str, depth: int = 100) -> list:
         """Subscribe; the returned list fills with every message received while spinning."""
