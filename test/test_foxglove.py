@@ -121,3 +121,13 @@ def test_a_taken_port_is_refused_at_start_with_a_clear_error(tmp_path):
         finally:
             bridge.stop()
     assert f"foxglove.port: no server on 127.0.0.1:{port}" in bridge.log()
+
+
+def test_a_task_without_a_pose_state_is_refused_at_start(tmp_path):
+    params = params_file(tmp_path / "params.yaml", **{"task.name": "point_mass", "foxglove.port": free_port()})
+    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain_id(16), tmp_path)
+    try:
+        assert bridge.process.wait(timeout=30) == 2
+    finally:
+        bridge.stop()
+    assert "the Foxglove bridge shows tasks whose state is a pose" in bridge.log()

@@ -8,7 +8,7 @@ Each field's docstring is the text of its ROS parameter descriptor and README ro
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 TERMINAL_CONVENTIONS = ("discounted", "authors")

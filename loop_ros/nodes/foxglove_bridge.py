@@ -35,7 +35,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
 from loop_ros.core.replay import pose_from_odometry
-from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks import make_task, obs_from_pose_of
 from loop_ros.nodes import run_node
 from loop_ros.nodes.foxglove_scene import body_transform, numeric_values, scene_update
 from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_vector
@@ -61,6 +61,9 @@ class FoxgloveBridgeNode(Node):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
+        if obs_from_pose_of(self.task.name) is None:
+            raise ConfigError(f"task.name: the Foxglove bridge shows tasks whose state is a pose (nav_msgs/Odometry), "
+                              f"not {self.task.name!r}")
         self.safety = configs["safety"]
         self.target_radius = getattr(self.task, "circle_radius", None)
         self.sent: Counter[str] = Counter()  # messages per channel

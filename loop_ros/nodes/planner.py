@@ -11,7 +11,6 @@ Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-fil
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections import Counter, deque
 
@@ -24,7 +23,7 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.arc import fused_graph_key
 from loop_ros.core.runtime import ModelHolder
-from loop_ros.core.tasks import TASK_MODULES, make_task
+from loop_ros.core.tasks import make_task, obs_from_pose_of
 from loop_ros.nodes import StartGate, data_path, run_node
 from loop_ros.core.replay import pose_from_odometry
 from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions
@@ -53,7 +52,7 @@ def status_name(node_name: str) -> str:
 
 def state_reader(task):
     """(message type, msg -> obs (S,) or None) for the task's ``state`` topic."""
-    obs_from_pose = getattr(importlib.import_module(TASK_MODULES[task.name]), "obs_from_pose", None)
+    obs_from_pose = obs_from_pose_of(task.name)
     if obs_from_pose is None:
         return Float64MultiArray, lambda msg: checked_vector(msg, task.obs_dim)
 
