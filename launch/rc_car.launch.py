@@ -2,17 +2,29 @@
 and with ``foxglove:=true`` the Foxglove bridge (ws://127.0.0.1:8765, ``foxglove.port``).
 
     ros2 launch loop_ros rc_car.launch.py [params_file:=/path/to/params.yaml] [foxglove:=true]
+        [signing_key:=/path/key.pem] [trusted_keys:="['/path/a.pub.pem', '/path/b.pub.pem']"]
+        [discovery_range:=LOCALHOST] [explore:=true]
 
+The trainer signs its models with ``signing_key`` and the planner accepts models from the
+``model`` topic only when signed by a key of ``trusted_keys`` (README "Signed models"); both
+default to the key pair in ~/.ros/loop_ros/keys ($LOOP_ROS_KEYS_DIR), created on first use, and
+win over the params file. ``discovery_range`` sets ROS_AUTOMATIC_DISCOVERY_RANGE of every node
+(LOCALHOST: DDS stays on this machine; SUBNET to reach a trainer on another host).
 ``loop-ros up rc_car`` starts the same executables with the same params file on machines
 without ros2 launch.
 """
+import json
+from typing import List
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from loop_ros.core.signing import ensure_key_pair
 from loop_ros.supervisor import FOXGLOVE, TRAINER_ENV
 
 NODES = ("trainer", "sim", "planner")
@@ -29,14 +41,35 @@ def generate_launch_description() -> LaunchDescription:
     )
     foxglove = DeclareLaunchArgument("foxglove", default_value="false",
                                      description="also start the Foxglove bridge (a viewer of the planner)")
+    private_key, public_key = ensure_key_pair()  # ~/.ros/loop_ros/keys, created on first use
+    signing_key = DeclareLaunchArgument("signing_key", default_value=str(private_key),
+                                        description="the trainer's Ed25519 private key PEM (security.signing_key)")
+    trusted_keys = DeclareLaunchArgument(
+        "trusted_keys", default_value=json.dumps([str(public_key)]),
+        description="YAML list of the public key PEMs whose models the planner accepts (security.trusted_keys)")
+    discovery_range = DeclareLaunchArgument(
+        "discovery_range", default_value="LOCALHOST",
+        description="ROS_AUTOMATIC_DISCOVERY_RANGE of every node: LOCALHOST, SUBNET, SYSTEM_DEFAULT or OFF")
+    # The trainer signs, the planner trusts its key, and explores while the trainer learns (Alg. 1).
+    per_node = {
+        "trainer": {"security.signing_key": ParameterValue(LaunchConfiguration("signing_key"), value_type=str)},
+        "planner": {"security.trusted_keys": ParameterValue(LaunchConfiguration("trusted_keys"),
+                                                            value_type=List[str]),
+                    "task.explore": ParameterValue(LaunchConfiguration("explore"), value_type=bool)},
+    }
+    explore = DeclareLaunchArgument("explore", default_value="true",
+                                    description="the planner explores (task.explore) while the trainer learns")
     # The sim and the planner start once the two other nodes subscribe to their state / action
     # (the bridge subscribes too, but they never wait for a viewer).
     nodes = [
         Node(package="loop_ros", executable=name, name=name, output="screen",
-             parameters=[LaunchConfiguration("params_file"), {"task.start_subscribers": len(NODES) - 1}],
+             parameters=[LaunchConfiguration("params_file"), {"task.start_subscribers": len(NODES) - 1},
+                         per_node.get(name, {})],
              additional_env=TRAINER_ENV if name == "trainer" else None)
         for name in NODES
     ]
     bridge = Node(package="loop_ros", executable=FOXGLOVE, name=FOXGLOVE, output="screen",
                   parameters=[LaunchConfiguration("params_file")], condition=IfCondition(LaunchConfiguration("foxglove")))
-    return LaunchDescription([params_file, foxglove, *nodes, bridge])
+    discovery = SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", LaunchConfiguration("discovery_range"))
+    return LaunchDescription([params_file, foxglove, signing_key, trusted_keys, discovery_range, explore, discovery,
+                              *nodes, bridge])

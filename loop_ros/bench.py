@@ -54,6 +54,8 @@ def add_arguments(parser) -> None:
                                                              "whatever viewer connects)")
     loop.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
     loop.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the nodes")
+    loop.add_argument("--trainer-cpus", type=float, default=None,
+                      help="hold the trainer to this many cores (cgroup CPU quota, needs root): a slow learner")
     loop.add_argument("--json", default=None, help="write the results here")
     smoothing = sub.add_parser("smoothing", help="closed-loop return of ARC's mean/variance smoothing factors")
     smoothing.add_argument("--episodes", type=int, default=20)
@@ -65,7 +67,8 @@ def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
     elif args.bench == "loop":
-        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove)
+        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove,
+                            args.trainer_cpus)
     else:
         result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
     text = json.dumps(result, indent=2)
@@ -413,7 +416,7 @@ LOOP_SEED_STEPS = 100
 
 
 def bench_loop(task: str, duration: float, fresh: bool = False, params: str | None = None,
-               domain_id: int | None = None, foxglove: bool = False) -> dict:
+               domain_id: int | None = None, foxglove: bool = False, trainer_cpus: float | None = None) -> dict:
     """``loop-ros up`` with the trainer for ``duration`` s, its replay in a temporary data_dir (so
     every run starts alike and the user's replay is untouched), reduced to the real-time figures:
     achieved rate, tick jitter (|period - 1/rate|), deadline misses, and the trainer's load."""
@@ -425,7 +428,7 @@ def bench_loop(task: str, duration: float, fresh: bool = False, params: str | No
         overrides = fresh_overrides(Path(data_dir)) if fresh else {
             TRAINER: (f"trainer.data_dir:={data_dir}", f"trainer.seed_steps:={LOOP_SEED_STEPS}")}
         summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id,
-                                  foxglove=foxglove)
+                                  foxglove=foxglove, keys_dir=Path(data_dir) / "keys", trainer_cpus=trainer_cpus)
     target_hz = load_params_file(str(params_file), "planner").get(
         "task.control_rate_hz", section_fields("task")["control_rate_hz"].default)
     return loop_figures(summary, clean, target_hz, duration, fresh)
@@ -445,7 +448,9 @@ def loop_figures(summary: dict, clean: bool, target_hz: float, duration: float, 
         "tick_period_max_ms": planner.get("tick_period_max_ms"),
         "ticks_by_source": planner.get("ticks_by_source"),
         # the load: what the trainer did, and its share of the machine's cores over the run
-        "trainer": {key: trainer.get(key) for key in ("transitions", "sac_updates", "fits", "models_published")},
+        "trainer": {key: trainer.get(key) for key in ("transitions", "sac_updates", "fits", "models_published",
+                                                       "backlog", "sac_updates_skipped", "forced_publications")},
+        "learning": summary.get("learning"),
         "cpu_share": {name: (node or {}).get("process_cpu_s", 0.0) / wall_s / (os.cpu_count() or 1)
                       for name, node in nodes.items()},
         "machine": machine(),

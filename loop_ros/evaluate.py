@@ -80,9 +80,6 @@ def make_env(task_name: str, safety, episode_steps: int | None = None, seed: int
     raise ValueError(f"no sim env for task '{task_name}' (rc_car, point_mass)")
 
 
-def controller_safety(controller: str, safety):
-    """safeARC's constraint only for 'safe-arc'; every other controller ignores the cost."""
-    return dataclasses.replace(safety, enabled=controller == "safe-arc")
 
 
 # ---------------------------------------------------------------- episodes
@@ -151,8 +148,9 @@ def positive_int(text: str) -> int:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--task", default="rc_car", choices=("rc_car", "point_mass"))
-    parser.add_argument("--controller", default="safe-arc", choices=EVAL_CONTROLLERS,
-                        help="arc plans without the constraint, safe-arc with it (safeARC)")
+    parser.add_argument("--controller", default=None, choices=EVAL_CONTROLLERS,
+                        help="default: task.controller of the params. safe-arc plans with the constraint (safeARC); "
+                             "arc and the baselines as safety.enabled of the params says, exactly as the planner node")
     parser.add_argument("--bundle", default=None, help="model bundle directory (default: task.bundle of the params)")
     parser.add_argument("--episodes", type=positive_int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="episode i starts from env.reset(seed + i)")
@@ -176,8 +174,7 @@ def evaluate_bundle(task: str, controller: str, bundle_dir: str, episodes: int, 
     bundle = read_bundle(bundle_dir)
     verify_bundle(bundle, expected={"task": env.task.name, "obs_dim": env.task.obs_dim, "act_dim": env.task.act_dim})
     model = OrtPlanningModel(bundle, cfgs["runtime"])
-    safety = controller_safety(controller, cfgs["safety"])
-    planner = ArcPlanner(model, env.task, cfgs["arc"], safety, controller)
+    planner = ArcPlanner(model, env.task, cfgs["arc"], cfgs["safety"], controller)  # safety as the node decides it
     result = evaluate_planner(env, planner, episodes, seed)
     result["settings"] = {
         "task": task, "controller": controller, "bundle": str(bundle_dir), "bundle_version": bundle.version,
@@ -196,7 +193,8 @@ def run(args) -> int:
 
     bundle_dir = args.bundle or str(data_path(params.get("task.bundle", f"models/{args.task}")))
     try:
-        result = evaluate_bundle(args.task, args.controller, bundle_dir, args.episodes, args.seed, params,
+        controller = args.controller or params.get("task.controller", "arc")
+        result = evaluate_bundle(args.task, controller, bundle_dir, args.episodes, args.seed, params,
                                  args.episode_steps)
     except BundleError as error:
         print(f"loop-ros eval: {error}", file=sys.stderr)

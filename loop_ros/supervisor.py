@@ -7,6 +7,12 @@ scratch; ``--foxglove`` adds the Foxglove bridge), forwards SIGINT/SIGTERM, stop
 when one node exits, stops all after ``--duration`` in reverse start order (SIGINT, then
 SIGTERM and SIGKILL after a grace period) and prints one JSON summary merged from the nodes'
 own summary files.
+
+Signed models: the trainer signs each model it publishes and the planner accepts only models
+signed by a key it trusts (``core.signing``). ``up`` creates an Ed25519 key pair on first use in
+``--keys-dir`` (default ``$LOOP_ROS_KEYS_DIR``, else ``~/.ros/loop_ros/keys``; the tests set the
+variable to a temporary directory) and passes ``security.signing_key`` to the trainer and
+``security.trusted_keys`` to the planner, unless the params file sets them.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loop_ros.cpu_quota import CpuQuota, CpuQuotaError
 from loop_ros.nodes import data_path, write_json
 
 TASK_NODES = {"rc_car": ("sim", "planner")}
@@ -37,7 +44,7 @@ STOP_GRACE_S = 10.0
 POLL_S = 0.1
 PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "invalid_states", "no_model_ticks",
                 "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "tick_jitter_p99_ms",
-                "model_version", "model_swaps", "swap_deadline_misses", "controller")
+                "model_version", "model_swaps", "swap_deadline_misses", "controller", "bundle_rejections")
 SIM_KEYS = ("violations", "mean_speed", "episode_returns")
 TRAINER_KEYS = ("replay_transitions", "model_versions_published")
 UNPAIRED = "replay_unpaired_"  # the trainer's counts of states that completed no transition, by reason
@@ -52,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain-id", type=int,
                         help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
     parser.add_argument("--no-trainer", action="store_true", help="do not start the trainer (no online learning)")
+    parser.add_argument("--trainer-cpus", type=float, default=None,
+                        help="hold the trainer to this many cores with a cgroup CPU quota (e.g. 0.5: a slow "
+                             "learner; needs root), to see how learning copes")
+    parser.add_argument("--no-explore", action="store_true",
+                        help="the planner executes its plan's mean even while the trainer learns (default: it "
+                             "explores as Alg. 1 does, task.explore)")
+    parser.add_argument("--keys-dir", type=Path,
+                        help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
+                             "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys)")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--fresh", action="store_true",
@@ -86,6 +102,28 @@ def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
             "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
+def key_overrides(params: Path, keys_dir: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """The trainer signs with, and the planner trusts, the key pair in ``keys_dir`` (created if
+    absent, ``core.signing.ensure_key_pair``), unless the params file sets ``security.signing_key``
+    (trainer) or ``security.trusted_keys`` (planner). Values are written as YAML strings, so any
+    path passes ``-p`` intact."""
+    from loop_ros.core.config import load_params_file
+    from loop_ros.core.signing import ensure_key_pair
+
+    overrides: dict[str, tuple[str, ...]] = {}
+    wanted = {TRAINER: "security.signing_key", "planner": "security.trusted_keys"}
+    for name, key in wanted.items():
+        if not any(load_params_file(str(params), node).get(key) for node in (name, f"/{name}")):
+            overrides[name] = ()
+    if overrides:
+        private, public = (path.resolve() for path in ensure_key_pair(keys_dir))
+        if TRAINER in overrides:
+            overrides[TRAINER] = (f"security.signing_key:={json.dumps(str(private))}",)
+        if "planner" in overrides:
+            overrides["planner"] = (f"security.trusted_keys:=[{json.dumps(str(public))}]",)
+    return overrides
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM if the supervisor dies without stopping us (Linux prctl)."""
     try:
@@ -101,9 +139,10 @@ def ready_file(summary: Path) -> Path:
 
 
 def start_nodes(names, params: Path, summary_dir: Path, env: dict,
-                overrides: dict[str, tuple[str, ...]] | None = None) -> dict[str, subprocess.Popen]:
+                overrides: dict[str, tuple[str, ...]] | None = None,
+                trainer_quota: CpuQuota | None = None) -> dict[str, subprocess.Popen]:
     """Start ``names`` in order; the ones after the trainer once it is up (or has exited, or
-    ``READY_TIMEOUT_S`` passed)."""
+    ``READY_TIMEOUT_S`` passed). The trainer is put under ``trainer_quota`` when one is given."""
     overrides, processes = overrides or {}, {}
     for name in names:
         summary = summary_dir / f"{name}.json"
@@ -112,6 +151,8 @@ def start_nodes(names, params: Path, summary_dir: Path, env: dict,
                                            env={**env, **TRAINER_ENV} if name == TRAINER else env,
                                            start_new_session=True, preexec_fn=_die_with_parent)
         if name == TRAINER:
+            if trainer_quota is not None:
+                trainer_quota.add(processes[name].pid)
             deadline = time.monotonic() + READY_TIMEOUT_S
             while not ready_file(summary).exists() and processes[name].poll() is None and time.monotonic() < deadline:
                 time.sleep(POLL_S)
@@ -172,30 +213,71 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
     trainer = nodes.get(TRAINER) or {}
     summary["replay_unpaired"] = {key.removeprefix(UNPAIRED): n for key, n in trainer.items()
                                   if key.startswith(UNPAIRED)}
+    summary["learning"] = learning_timeline(nodes)
     summary["nodes"] = nodes
     return summary
 
 
+def learning_timeline(nodes: dict) -> dict:
+    """How online learning went over time: per sim episode, when it ended (s after the first
+    episode's start), its return and violation ticks, and the model version the planner was
+    using; per trainer publication, its time, version, transitions and backlog; and the
+    longest time the planner's newest available model was not refreshed (``max_model_age_s``)."""
+    sim, planner, trainer = (nodes.get(name) or {} for name in ("sim", "planner", TRAINER))
+    episodes, swaps = sim.get("episodes") or [], planner.get("swap_log") or []
+    publications = trainer.get("publications") or []
+    times = [e["wall_time"] for e in episodes if "wall_time" in e]
+    if not times:
+        return {}
+    start = times[0] - episodes[0]["steps"] / max(sim.get("achieved_hz") or 50.0, 1e-9)
+
+    def version_at(wall_time: float):
+        used = [s["version"] for s in swaps if s["wall_time"] <= wall_time]
+        return used[-1] if used else None
+
+    rows = [{"t_s": round(e["wall_time"] - start, 2), "return": e["return"], "violations": e["violations"],
+             "terminated": e.get("terminated"), "model_version": version_at(e["wall_time"])}
+            for e in episodes if "wall_time" in e]
+    published = [p["wall_time"] for p in publications]
+    gaps = [b - a for a, b in zip(published, published[1:])] + ([times[-1] - published[-1]] if published else [])
+    return {"episodes": rows,
+            "publications": [{**p, "t_s": round(p["wall_time"] - start, 2)} for p in publications],
+            "first_model_at_s": round(published[0] - start, 2) if published else None,
+            "max_model_age_s": round(max(gaps), 2) if gaps else None,
+            "violation_ticks_last_10_episodes": sum(r["violations"] for r in rows[-10:])}
+
+
 def bring_up(task: str, params: Path, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
-             trainer: bool = True, domain_id: int | None = None, foxglove: bool = False) -> tuple[dict, bool]:
+             trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
+             explore: bool = True, keys_dir: Path | None = None,
+             trainer_cpus: float | None = None) -> tuple[dict, bool]:
     """Run ``task``'s nodes (and the trainer, and the Foxglove bridge) until ``duration``, a signal
-    or a node's exit.
+    or a node's exit; the trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
     """
     loop = ((TRAINER,) if trainer else ()) + TASK_NODES[task]
     names = loop + ((FOXGLOVE,) if foxglove else ())
     overrides = dict(overrides or {})
+    for name, keys in key_overrides(params, keys_dir).items():
+        overrides[name] = overrides.get(name, ()) + keys
     # Each of the others subscribes to the sim's state and the planner's action: both start
     # once all who listen can hear them (a viewer, the bridge, is never waited for).
     for name in TASK_NODES[task]:
         overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(loop) - 1}",)
+    if trainer and explore:  # Alg. 1: the data a trainer learns from comes from an exploring planner
+        overrides["planner"] = overrides.get("planner", ()) + ("task.explore:=true",)
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()
-        processes = start_nodes(names, params, summary_dir, node_environment(domain_id), overrides)
-        reason, signum, node_exited = supervise(processes, duration)
-        stop_nodes(processes, signum)
+        quota = CpuQuota(trainer_cpus) if trainer and trainer_cpus else None
+        try:
+            processes = start_nodes(names, params, summary_dir, node_environment(domain_id), overrides, quota)
+            reason, signum, node_exited = supervise(processes, duration)
+            stop_nodes(processes, signum)
+        finally:
+            if quota is not None:
+                quota.close()
         summary = merged_summary(task, reason, time.monotonic() - start, processes, summary_dir)
     clean = all(code == 0 for code in summary["exit_codes"].values()) and not node_exited
     return summary, clean
@@ -211,9 +293,16 @@ def run(args: argparse.Namespace) -> int:
     if not params.is_file():
         print(f"loop-ros up: no params file at {params}", file=sys.stderr)
         return 2
+    from loop_ros.core.signing import SigningError
+
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
-    summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
-                              trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove)
+    try:
+        summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
+                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
+                                  explore=not args.no_explore, keys_dir=args.keys_dir, trainer_cpus=args.trainer_cpus)
+    except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
+        print(f"loop-ros up: {error}", file=sys.stderr)
+        return 2
     if fresh_dir:
         summary["fresh_data_dir"] = str(fresh_dir)
     print(json.dumps(summary, indent=2, sort_keys=True))

@@ -1,10 +1,28 @@
 """Shared fixtures of the bundle and runtime tests (torch is imported only when used)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 PROVENANCE = {"command": "pytest", "steps": 0, "seed": 0, "eval_return": 0.0, "wall_time_s": 0.0}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys_dir(tmp_path_factory):
+    """``loop-ros up`` (and the processes the tests start, which inherit the environment) create
+    and use their signing key pair in $LOOP_ROS_KEYS_DIR: a temporary directory, never ~/.ros."""
+    from loop_ros.core.signing import KEYS_DIR_ENV
+
+    path = tmp_path_factory.mktemp("signing_keys")
+    previous = os.environ.get(KEYS_DIR_ENV)
+    os.environ[KEYS_DIR_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(KEYS_DIR_ENV, None)
+    else:
+        os.environ[KEYS_DIR_ENV] = previous
 
 
 @pytest.fixture

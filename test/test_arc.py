@@ -10,7 +10,22 @@ from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start, s
 from loop_ros.core.arc_reference import arc_reference
 from loop_ros.core.config import ArcConfig, SafetyConfig
 from loop_ros.core.tasks import make_task
-from loop_ros.core.tasks.point_mass import PointMassModel, point_mass_step
+from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask, point_mass_step
+
+
+class ActionValueModel(PointMassModel):
+    """PointMassModel with a critic that depends on the action and an actor that depends on the whole
+    state, so a return that takes Q at the wrong action (a_{H-1} for pi(s_H), or the reverse) or at the
+    wrong state changes, and the planner no longer matches the reference."""
+
+    def actor(self, state, noise):
+        mu = 3.0 * (self.actor_target - state[..., :2]) - 2.0 * state[..., 2:]
+        return np.tanh(mu + 0.3 * noise).astype(np.float32)
+
+    def critic(self, state, action):
+        best = np.tanh(2.0 * (self.goal - state[..., :2]) - state[..., 2:])
+        distance = np.linalg.norm(state[..., :2] - self.goal, axis=-1)
+        return (-distance - 2.0 * np.sum((action - best) ** 2, axis=-1)).astype(np.float32)
 
 SMALL = ArcConfig(horizon=3, population=12, particles=2, iterations=3, beta=0.25, eta=0.05,
                   alpha_mean=0.7, alpha_var=0.6, sigma=0.5, gamma=0.9)
@@ -29,7 +44,7 @@ VARIANTS = {
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_batched_planner_equals_literal_reference(name):
     arc, safety = VARIANTS[name]
-    task, model = make_task("point_mass"), PointMassModel(noise_std=0.05)
+    task, model = make_task("point_mass"), ActionValueModel(noise_std=0.05)
     state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
     previous = np.random.default_rng(1).uniform(-1, 1, (arc.horizon, 2)).astype(np.float32)
     noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
@@ -122,18 +137,6 @@ def test_safe_arc_too_few_feasible_weighs_by_cost():
     np.testing.assert_allclose(result.action, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("fallback", ["min_cost", "brake"])
-def test_safe_arc_none_feasible_reports_and_falls_back(fallback):
-    # radius 1.05 < 1.09: every candidate leaves the circle.
-    planner = _safe_planner(1.05, fallback=fallback)
-    result = planner.plan(STATE_OUT, np.random.default_rng(0))
-    assert result.metrics["all_infeasible"] and result.metrics["n_feasible"] == 0
-    if fallback == "brake":
-        np.testing.assert_array_equal(result.action, [0.0, 0.0])
-    else:
-        assert np.all(np.abs(result.action) <= 1.0)
-
-
 def _closed_loop(planner, steps=40, seed=0):
     rng = np.random.default_rng(seed)
     s = np.zeros(4, np.float32)
@@ -179,3 +182,158 @@ def test_fused_onnx_rollout_equals_literal_reference(name, export_tiny_bundle):
     ref_mean, _, _, ref_feasible = arc_reference(model, task, arc, safety, state, None, noise)
     np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
     assert result.metrics["n_feasible"] == ref_feasible
+
+
+class RecordingPlanner(ArcPlanner):
+    """Records (mean, std, candidates) of every sample_candidates call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def sample_candidates(self, mean, std, actor_sequences, gaussian_noise):
+        candidates = super().sample_candidates(mean, std, actor_sequences, gaussian_noise)
+        self.calls.append((np.array(mean), np.broadcast_to(std, mean.shape).copy(), candidates.copy()))
+        return candidates
+
+
+def test_sigma_is_reset_every_plan():
+    """Each plan's Gaussian prior starts at std arc.sigma * (high - low) / 2 around the shifted previous
+    mean, whatever variance the previous plan ended with."""
+    task, model = make_task("point_mass"), ActionValueModel(noise_std=0.05)
+    planner = RecordingPlanner(model, task, SMALL, SafetyConfig())
+    init_std = SMALL.sigma * (task.action_high - task.action_low) / 2
+    np.testing.assert_allclose(init_std, [0.5, 0.5])
+    state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
+    rng = np.random.default_rng(11)
+    first = planner.plan(state, None, noise=draw_plan_noise(rng, SMALL, model.ensemble_size, 4, 2))
+    # within a plan the variance does shrink: a carried-over variance would show in the next plan
+    assert len(planner.calls) == SMALL.iterations
+    assert np.all(planner.calls[-1][1] < 0.8 * init_std)
+    for _ in range(2):  # two more plans: each one starts afresh
+        previous = planner.mean.copy()
+        noise = draw_plan_noise(rng, SMALL, model.ensemble_size, 4, 2)
+        planner.calls.clear()
+        result = planner.plan(state, None, noise=noise)
+        mean, std, candidates = planner.calls[0]
+        np.testing.assert_array_equal(std, np.broadcast_to(init_std, std.shape).astype(np.float32))
+        np.testing.assert_array_equal(mean, shifted_warm_start(previous))
+        expected = np.clip(shifted_warm_start(previous) + init_std * noise.gaussian[0], -1.0, 1.0)
+        np.testing.assert_allclose(candidates[SMALL.n_actor:], expected, atol=1e-6)
+        # and the whole plan equals the reference, which starts every plan at sigma
+        ref_mean, *_ = arc_reference(model, task, SMALL, SafetyConfig(), state, previous, noise)
+        np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
+    assert not np.allclose(first.mean_actions, result.mean_actions)
+
+
+class BrakingPointMass(PointMassTask):
+    """A safe action no plan mean is likely to produce."""
+
+    def safe_action(self):
+        return np.array([-0.75, 0.25])
+
+
+def _all_infeasible_planner(fallback):
+    # From x = 1, vx = 0.5, H = 2: x1 = 1.05 + 0.01*ax0 is inside the 1.05 circle iff ax0 <~ 0 and
+    # x2 >= 1.07 is outside for every candidate: worst-case costs gamma or 1 + gamma, none feasible.
+    arc = ArcConfig(horizon=2, population=40, particles=2, iterations=3, beta=0.1, eta=0.05,
+                    alpha_mean=0.7, alpha_var=0.6, sigma=0.5, gamma=0.9)
+    safety = SafetyConfig(enabled=True, keep_in_radius=1.05, min_safe=3, eta_cost=0.3, fallback=fallback)
+    model = PointMassModel(ensemble_size=2, noise_std=0.0, member_spread=0.0)
+    return ArcPlanner(model, BrakingPointMass(), arc, safety), arc, safety, model
+
+
+STATE_LEAVING = np.array([1.0, 0.0, 0.5, 0.0], np.float32)
+
+
+def test_min_cost_fallback_is_the_cost_weighted_mean_computed_by_hand():
+    planner, arc, safety, model = _all_infeasible_planner("min_cost")
+    noise = draw_plan_noise(np.random.default_rng(5), arc, model.ensemble_size, 4, 2)
+    result = planner.plan(STATE_LEAVING, None, noise=noise)
+    assert result.metrics["all_infeasible"] and result.metrics["n_feasible"] == 0
+
+    # Alg. 4 by hand, in float64: the model is the exact dynamics (no offsets, no noise), so every
+    # member and particle has the same cost and the worst case is that cost.
+    actor = []  # the actor prior through the ensemble-mean (= exact) model, drawn once
+    for j in range(arc.n_actor):
+        s, seq = STATE_LEAVING.astype(np.float64), []
+        for t in range(arc.horizon):
+            a = np.tanh(2.0 * (model.actor_target - s[:2]) - s[2:] + 0.3 * noise.actor[t, j])
+            seq.append(a)
+            s = point_mass_step(s, a)
+        actor.append(seq)
+    mean = np.zeros((2, 2))
+    var = np.full((2, 2), (0.5 * 1.0) ** 2)
+    margins, distinct_costs = [], set()
+    for i in range(arc.iterations):
+        gaussian = np.clip(mean + np.sqrt(var) * noise.gaussian[i], -1.0, 1.0)
+        candidates = np.concatenate([np.asarray(actor), gaussian])
+        cost = np.zeros(arc.population)
+        s = np.broadcast_to(STATE_LEAVING.astype(np.float64), (arc.population, 4))
+        for t in range(arc.horizon):
+            s = point_mass_step(s, candidates[:, t])
+            radius = np.linalg.norm(s[:, :2], axis=1)
+            margins.append(np.abs(radius - 1.05).min())
+            cost += arc.gamma**t * (radius > 1.05)
+        assert np.all(cost > safety.d0)  # none feasible in any iteration: weights softmax(-cost/eta_cost)
+        distinct_costs |= set(np.round(cost, 6))
+        w = np.exp(-(cost - cost.min()) / safety.eta_cost)
+        w /= w.sum()
+        mean_new = np.einsum("n,nha->ha", w, candidates)
+        var_new = np.einsum("n,nha->ha", w, (candidates - mean_new) ** 2)
+        mean = arc.alpha_mean * mean_new + (1 - arc.alpha_mean) * mean
+        var = arc.alpha_var * var_new + (1 - arc.alpha_var) * var
+    assert min(margins) > 1e-4  # no candidate on the circle: float32 and float64 agree on every cost
+    assert distinct_costs == {0.9, 1.9}  # the weights are not uniform
+    np.testing.assert_allclose(result.action, mean[0], atol=1e-6)
+    np.testing.assert_allclose(result.mean_actions, mean, atol=1e-6)
+    ref_mean, *_ = arc_reference(model, planner.task, arc, safety, STATE_LEAVING, None, noise)
+    np.testing.assert_allclose(result.action, ref_mean[0], atol=1e-6)
+
+
+def test_brake_fallback_is_the_tasks_safe_action():
+    planner, arc, _, model = _all_infeasible_planner("brake")
+    noise = draw_plan_noise(np.random.default_rng(5), arc, model.ensemble_size, 4, 2)
+    result = planner.plan(STATE_LEAVING, None, noise=noise)
+    assert result.metrics["all_infeasible"]
+    np.testing.assert_array_equal(result.action, planner.task.safe_action())
+    assert result.action.dtype == np.float32
+
+
+class UnboundedActorModel(PointMassModel):
+    """A model whose actor commands 5x the bounds, and, once ``poisoned``, whose dynamics return NaN."""
+
+    poisoned = False
+
+    def actor(self, state, noise):
+        return np.full((len(state), 2), 5.0, np.float32)
+
+    def dynamics(self, state, action, noise):
+        next_state, reward = super().dynamics(state, action, noise)
+        return (next_state * np.nan, reward) if self.poisoned else (next_state, reward)
+
+
+def test_every_candidate_and_the_actor_controller_stay_within_the_bounds():
+    model, task = UnboundedActorModel(), make_task("point_mass")
+    planner = RecordingPlanner(model, task, SMALL, SafetyConfig())
+    planner.plan(np.zeros(4, np.float32), np.random.default_rng(0))
+    assert planner.calls
+    for _, _, candidates in planner.calls:
+        assert np.all(candidates >= task.action_low) and np.all(candidates <= task.action_high)
+    action = ArcPlanner(model, task, SMALL, SafetyConfig(), "actor").plan(np.zeros(4, np.float32),
+                                                                          np.random.default_rng(0)).action
+    np.testing.assert_array_equal(action, task.action_high)
+
+
+def test_a_non_finite_plan_raises_and_forgets_the_warm_start():
+    """Kept, a NaN mean would be the next plan's warm start, and every later plan would be NaN too."""
+    model, task = UnboundedActorModel(), make_task("point_mass")
+    planner = ArcPlanner(model, task, SMALL, SafetyConfig())
+    planner.plan(np.zeros(4, np.float32), np.random.default_rng(0))
+    assert planner.mean is not None
+    model.poisoned = True
+    with pytest.raises(FloatingPointError):
+        planner.plan(np.zeros(4, np.float32), np.random.default_rng(1))
+    assert planner.mean is None
+    model.poisoned = False
+    assert np.all(np.isfinite(planner.plan(np.zeros(4, np.float32), np.random.default_rng(2)).mean_actions))

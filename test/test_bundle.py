@@ -206,3 +206,69 @@ def test_manifest_must_be_a_bundle_manifest(export_tiny_bundle):
     manifest = {**bundle.manifest, "action_low": [-1.0]}
     with pytest.raises(BundleError, match=r"action_low must be 2 numbers \(act_dim\), got \[-1.0\]"):
         bundle_from_bytes(tar_of({**files, "manifest.json": json.dumps(manifest).encode()}.items()))
+
+
+# ---------------------------------------------------------------- durable writes
+
+
+def consistent(directory) -> int:
+    """The version of the bundle in ``directory`` after checking every graph against the manifest."""
+    bundle = read_bundle(directory)
+    for name in ("dynamics.onnx", "actor.onnx", "critic.onnx"):
+        assert hashlib.sha256(bundle.files[name]).hexdigest() == bundle.manifest["sha256"][name], name
+    return bundle.version
+
+
+def test_a_write_cut_off_at_any_step_leaves_the_old_bundle_or_the_new_one_whole(tmp_path, export_tiny_bundle,
+                                                                                monkeypatch):
+    """The writer dies (an exception stands in for the kill) before each of its syncs and renames:
+    the directory then holds version 1 or version 2 with matching graphs; only between the two
+    renames is it absent, and then the old bundle is whole in its ``.old`` sibling."""
+    import os
+    from pathlib import Path
+
+    old, new = read_bundle(export_tiny_bundle(version=1, name="v1")), read_bundle(export_tiny_bundle(version=2, name="v2"))
+    target = tmp_path / "bundle"
+    rename, fsync = Path.rename, os.fsync
+    outcomes = set()
+    for step in range(20):
+        write_bundle(old, target)
+        calls = []
+
+        def die_at_step(original):
+            def call(*args):
+                calls.append(original)
+                if len(calls) > step:
+                    raise KeyboardInterrupt("killed")
+                return original(*args)
+            return call
+
+        monkeypatch.setattr(Path, "rename", die_at_step(rename))
+        monkeypatch.setattr(os, "fsync", die_at_step(fsync))
+        try:
+            write_bundle(new, target)
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.undo()
+        if target.exists():
+            outcomes.add(consistent(target))
+        else:
+            [aside] = tmp_path.glob(".bundle.old-*")
+            assert consistent(aside) == 1
+            outcomes.add("absent")
+        if finished:
+            break
+    assert outcomes == {1, "absent", 2} and consistent(target) == 2
+    assert not list(tmp_path.glob(".bundle.*"))  # the leftovers of the killed writers are gone
+    write_bundle(old, target)
+    assert consistent(target) == 1 and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_directory_with_other_files_is_not_replaced(tmp_path, export_tiny_bundle):
+    bundle = read_bundle(export_tiny_bundle())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a bundle file")
+    with pytest.raises(BundleError, match=r"not replacing .*mine: it holds \['notes.txt'\]"):
+        write_bundle(bundle, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").is_file()

@@ -19,7 +19,7 @@ def test_the_node_executables_are_console_scripts():
 
 def test_launch_description_starts_sim_and_planner_with_the_params_file():
     pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI: needs a ROS 2 distro install")
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
     from launch_ros.actions import Node
 
     spec = importlib.util.spec_from_file_location("rc_car_launch", LAUNCH_FILE)
@@ -28,5 +28,10 @@ def test_launch_description_starts_sim_and_planner_with_the_params_file():
     entities = module.generate_launch_description().entities
     arguments = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
     nodes = [e for e in entities if isinstance(e, Node)]
-    assert [a.name for a in arguments] == ["params_file"]
-    assert [(n.node_package, n.node_executable) for n in nodes] == [("loop_ros", "sim"), ("loop_ros", "planner")]
+    assert [a.name for a in arguments] == ["params_file", "foxglove", "signing_key", "trusted_keys", "discovery_range"]
+    assert [(n.node_package, n.node_executable) for n in nodes] == [
+        ("loop_ros", "trainer"), ("loop_ros", "sim"), ("loop_ros", "planner"), ("loop_ros", "foxglove_bridge")]
+    [discovery] = [e for e in entities if isinstance(e, SetEnvironmentVariable)]
+    assert discovery.name[0].text == "ROS_AUTOMATIC_DISCOVERY_RANGE"
+    defaults = {a.name: a.default_value[0].text for a in arguments}
+    assert defaults["discovery_range"] == "LOCALHOST" and defaults["signing_key"].endswith("loop_ros_signing.pem")

@@ -11,9 +11,9 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from loop_ros.nodes.messages import (checked_vector, diagnostic_values, diagnostics, odometry_from_pose,  # noqa: E402
+from loop_ros.core.odometry import pose_from_odometry  # noqa: E402
+from loop_ros.nodes.messages import (checked_array, diagnostic_values, diagnostics, odometry_from_pose,  # noqa: E402
                                      path_from_positions)
-from loop_ros.core.replay import pose_from_odometry
 
 
 def test_odometry_has_the_yaw_quaternion_and_the_body_frame_twist():
@@ -43,10 +43,26 @@ def test_non_finite_or_non_unit_orientation_odometry_is_rejected():
     assert pose_from_odometry(msg) is None
 
 
-def test_checked_vector_wants_the_size_and_finite_values():
-    np.testing.assert_array_equal(checked_vector(Float64MultiArray(data=[1.0, 2.0]), 2), [1.0, 2.0])
-    assert checked_vector(Float64MultiArray(data=[1.0, 2.0, 3.0]), 2) is None
-    assert checked_vector(Float64MultiArray(data=[1.0, float("inf")]), 2) is None
+@pytest.mark.parametrize("field, value", [("orientation.x", 1e200), ("orientation.w", 1e308), ("position.x", 1e39),
+                                          ("position.y", 5e-324), ("orientation.z", -1e300)])
+def test_huge_or_subnormal_odometry_fields_never_raise(field, value):
+    """A peer's 1e200 quaternion component once raised OverflowError (q.x**2) and killed the planner."""
+    msg = odometry_from_pose((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), Time())
+    part, name = field.split(".")
+    setattr(getattr(msg.pose.pose, part), name, value)
+    pose = pose_from_odometry(msg)
+    if value == 5e-324:  # a subnormal position is a valid, tiny one
+        assert pose is not None and pose[1] == 5e-324
+    else:
+        assert pose is None
+
+
+def test_checked_array_wants_the_size_finite_values_and_a_sane_magnitude():
+    np.testing.assert_array_equal(checked_array(Float64MultiArray(data=[1.0, 2.0]), 2), [1.0, 2.0])
+    assert checked_array(Float64MultiArray(data=[1.0, 2.0, 3.0]), 2) is None
+    assert checked_array(Float64MultiArray(data=[1.0, float("inf")]), 2) is None
+    assert checked_array(Float64MultiArray(data=[1.0, 1e39]), 2) is None  # finite float64, inf as float32
+    assert checked_array(Float64MultiArray(data=[]), 2) is None
 
 
 def test_path_and_diagnostics():

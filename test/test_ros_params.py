@@ -109,3 +109,68 @@ def test_edited_configs_ignores_other_sections_and_refuses_unknown_fields():
     assert edited_configs(configs, {"sim.episode_steps": 3, "arc.eta": 0.5})["arc"].eta == 0.5
     with pytest.raises(ConfigError, match="arc"):
         edited_configs(configs, {"arc.no_such_field": 1})
+
+
+def test_a_non_finite_or_unbounded_edit_is_refused_over_the_parameter_service(make_node):
+    """What `ros2 param set` does: the SetParametersAtomically service of the node, from another node."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter_client import AsyncParameterClient
+
+    node = make_node()
+    binding, changes = bind(node)
+    before = binding.configs
+    caller = make_node()
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(caller)
+    try:
+        client = AsyncParameterClient(caller, node.get_fully_qualified_name())
+        assert client.wait_for_services(timeout_sec=15.0)
+
+        def call(future):
+            executor.spin_until_future_complete(future, timeout_sec=10.0)
+            assert future.done(), "parameter service call timed out"
+            return future.result()
+
+        for edit, reason in (
+                ([Parameter("safety.keep_in_radius", value=float("nan"))],
+                 "safety.keep_in_radius must be finite, got nan"),
+                ([Parameter("task.state_timeout_s", value=float("inf"))],
+                 "task.state_timeout_s must be finite, got inf"),
+                ([Parameter("arc.population", value=10**9)], "arc.population must be <= 10000"),
+                ([Parameter("arc.population", value=10_000), Parameter("arc.horizon", value=20)],
+                 "arc.particles * population * horizon * iterations must be <= 100000"),
+                ([Parameter("safety.obstacles", value=[1.0, float("nan"), 0.5])], "safety.obstacles[1] must be finite"),
+                ([Parameter("arc.eta", value=0.5), Parameter("task.state_timeout_s", value=11.0)],
+                 "task.state_timeout_s must be in (0, 10]")):
+            result = call(client.set_parameters_atomically(edit)).result
+            assert not result.successful and reason in result.reason, (edit, result.reason)
+        values = call(client.get_parameters(["safety.keep_in_radius", "task.state_timeout_s", "arc.population",
+                                             "arc.eta", "safety.obstacles"])).values
+        assert [v.double_value for v in values[:2]] == [1.2, 0.1]
+        assert values[2].integer_value == 100 and values[3].double_value == 1.0
+        assert list(values[4].double_array_value) == []
+        assert changes == [] and binding.configs is before
+        # the service itself works: a valid edit is accepted and handed over
+        accepted = call(client.set_parameters_atomically([Parameter("safety.keep_in_radius", value=0.0)])).result
+        assert accepted.successful, accepted.reason
+        assert len(changes) == 1 and changes[0]["safety"].keep_in_radius == 0.0
+    finally:
+        executor.shutdown()
+
+
+def test_the_trust_settings_are_read_only_even_when_empty(make_node):
+    """security.trusted_keys defaults to an empty list, declared by type and then set: it must still
+    end read-only, or a parameter edit over DDS could make the planner trust any key."""
+    fixed = ("security.signing_key", "security.trusted_keys")
+    for overrides, trusted in (({}, ()), ({"security.trusted_keys": ["/keys/a.pub.pem"]}, ("/keys/a.pub.pem",))):
+        node = make_node(overrides)
+        changes = []
+        binding = ParameterBinding(node, ("task", "security"), changes.append, read_only=fixed)
+        assert binding.configs["security"].trusted_keys == trusted
+        assert node.get_parameter("security.trusted_keys").type_ == Parameter.Type.STRING_ARRAY
+        for name, value in (("security.trusted_keys", ["/tmp/attacker.pub.pem"]), ("security.signing_key", "/x")):
+            assert node.describe_parameter(name).read_only, name
+            result = node.set_parameters([Parameter(name, value=value)])[0]
+            assert not result.successful and "read-only" in result.reason, (name, result.reason)
+        assert changes == [] and binding.configs["security"].trusted_keys == trusted

@@ -60,6 +60,8 @@ class Log:
         self.gate.set()
         self.entered = threading.Event()  # set when plan() is called
         self.fail_next = False
+        self.nan_next = False
+        self.explore: list[bool] = []
 
 
 def stand_in_factory(log: Log):
@@ -69,12 +71,17 @@ def stand_in_factory(log: Log):
         def __init__(self, model, task, arc, safety, controller="arc"):
             self.model, self.task, self.arc, self.safety, self.controller = model, task, arc, safety, controller
 
-        def plan(self, state, rng):
+        def plan(self, state, rng, explore=False):
             log.entered.set()
             log.gate.wait(5.0)
+            log.explore.append(explore)
             if log.fail_next:
                 log.fail_next = False
                 raise RuntimeError("boom")
+            if log.nan_next:
+                log.nan_next = False
+                mean = np.full((self.arc.horizon, 2), np.nan, np.float32)
+                return PlanResult(np.zeros(2, np.float32), mean, {})
             log.planned.append(float(state[0]))
             log.settings.append((self.arc, self.safety, self.controller))
             return PlanResult(state[:2].copy(), np.zeros((self.arc.horizon, 2), np.float32), {"n_feasible": 7})
@@ -200,6 +207,27 @@ def test_a_failing_plan_is_counted_and_the_worker_goes_on(worker):
     assert "boom" in errors[0] and w.latest_plan is None
     offer(w, 1, 2.0)
     wait_until(lambda: log.planned == [2.0])
+
+
+def test_a_non_finite_plan_is_not_used_and_resets_the_warm_start(worker):
+    """A plan whose mean is not finite (a bad model output) would poison every later plan as
+    the next warm start: it is counted as an error, never published, and the planner is reset."""
+    w, log, _, errors = worker
+    log.nan_next = True
+    offer(w, 0, 1.0)
+    wait_until(lambda: w.stats.snapshot()["plan_errors"] == 1)
+    assert w.latest_plan is None and log.resets == 1 and "non-finite" in errors[0]
+    offer(w, 1, 2.0)
+    wait_until(lambda: log.planned == [2.0])
+
+
+@pytest.mark.parametrize("explore", [False, True])
+def test_the_explore_setting_reaches_the_planner(make_worker, explore):
+    w, log, configs, _ = make_worker()
+    w.offer_configs({**configs, "task": TaskConfig(name="point_mass", explore=explore)})
+    offer(w, 0, 1.0)
+    wait_until(lambda: len(log.planned) == 1)
+    assert log.explore == [explore]
 
 
 def test_reset_forgets_the_warm_start_before_the_next_plan(worker):

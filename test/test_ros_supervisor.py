@@ -69,3 +69,21 @@ def test_node_commands_and_environment(tmp_path, monkeypatch):
         sys.executable, "-m", "loop_ros.nodes.sim", "--summary", str(tmp_path / "s.json"),
         "--ready", str(tmp_path / "s.ready"),
         "--ros-args", "--params-file", str(tmp_path / "p.yaml"), "-r", "__node:=sim"]
+
+
+def test_up_creates_a_key_pair_once_and_the_trainer_signs_with_what_the_planner_trusts(tmp_path):
+    from loop_ros.core.signing import key_id, load_private_key, load_public_key
+    from loop_ros.supervisor import key_overrides
+
+    params = params_file(tmp_path / "params.yaml")
+    keys = tmp_path / "keys"
+    overrides = key_overrides(params, keys)
+    private, public = keys / "loop_ros_signing.pem", keys / "loop_ros_signing.pub.pem"
+    assert overrides == {"trainer": (f'security.signing_key:="{private}"',),
+                         "planner": (f'security.trusted_keys:=["{public}"]',)}
+    assert key_id(load_private_key(private)) == key_id(load_public_key(public))
+    before = private.read_bytes()
+    assert key_overrides(params, keys) == overrides and private.read_bytes() == before  # kept, not replaced
+    # what the params file sets stays: here the planner trusts a key of the user's, the trainer signs with up's
+    own = params_file(tmp_path / "own.yaml", **{"security.trusted_keys": ["/robot/keys/workstation.pub.pem"]})
+    assert key_overrides(own, keys) == {"trainer": overrides["trainer"]}

@@ -100,22 +100,27 @@ def test_cuda_falls_back_to_cpu_with_a_warning(bundle, caplog):
 
 def test_the_preparer_process_verifies_and_composes_and_refuses_bad_bundles(export_tiny_bundle):
     """The planner's loader: verify + compose in a child process, sessions here, one swap per good bundle."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from loop_ros.core.runtime import fused_graphs
+    from loop_ros.core.signing import key_id, public_key_bytes, sign_bundle, sign_bundle_bytes
     from loop_ros.nodes.model_loader import BundlePreparer
 
+    key = Ed25519PrivateKey.generate()
+    trust = ({key_id(key): public_key_bytes(key.public_key())}, 1)  # (trusted keys, active version)
     good = read_bundle(export_tiny_bundle(version=2, name="v2"))
     flipped = bytearray(good.files["dynamics.onnx"])
     flipped[100] ^= 0xFF
-    corrupt = bundle_to_bytes(Bundle(good.manifest, {**good.files, "dynamics.onnx": bytes(flipped)}))
-    wrong_task = bundle_to_bytes(export_tiny_bundle(version=3, name="v3", task="point_mass"))
+    corrupt = bundle_to_bytes(sign_bundle(Bundle(good.manifest, {**good.files, "dynamics.onnx": bytes(flipped)}), key))
+    wrong_task = sign_bundle_bytes(bundle_to_bytes(export_tiny_bundle(version=3, name="v3", task="point_mass")), key)
     preparer, holder = BundlePreparer(), ModelHolder()
     try:
-        files, graphs = preparer.prepare("bytes", bundle_to_bytes(good), EXPECTED, (4, "next"))
+        files, graphs = preparer.prepare("bytes", bundle_to_bytes(sign_bundle(good, key)), EXPECTED, (4, "next"), trust)
         assert files == good.files and graphs == fused_graphs(good, 4, "next")  # as composed in this process
         with pytest.raises(BundleError, match="sha256 mismatch for dynamics.onnx"):
-            preparer.prepare("bytes", corrupt, EXPECTED, (4, "next"))
+            preparer.prepare("bytes", corrupt, EXPECTED, (4, "next"), trust)
         with pytest.raises(BundleError, match="bundle task is 'point_mass', expected 'rc_car'"):
-            preparer.prepare("bytes", wrong_task, EXPECTED, None)
+            preparer.prepare("bytes", wrong_task, EXPECTED, None, trust)
         process = preparer._process
         assert process.is_alive()  # bad bundles are answers, not crashes
         files, graphs = preparer.prepare("directory", export_tiny_bundle(version=4, name="v4"), EXPECTED, None)

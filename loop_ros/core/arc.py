@@ -16,14 +16,13 @@ the literal loop transcription in ``arc_reference.py`` can be compared exactly.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
-from loop_ros.core.config import ArcConfig, SafetyConfig, controller_arc_config
+from loop_ros.core.config import ArcConfig, SafetyConfig, controller_arc_config, controller_safety
 from loop_ros.core.tasks.base import Task
 
 
@@ -154,7 +153,7 @@ class ArcPlanner:
         self.model, self.task, self.controller = model, task, controller
         self.base_arc = arc
         self.arc = controller_arc_config(controller, arc)
-        self.safety = dataclasses.replace(safety, enabled=True) if controller == "safe-arc" else safety
+        self.safety = controller_safety(controller, safety)
         self.low = np.asarray(task.action_low, dtype=np.float32)
         self.high = np.asarray(task.action_high, dtype=np.float32)
         self.init_std = np.float32(self.arc.sigma) * (self.high - self.low) / 2
@@ -201,6 +200,9 @@ class ArcPlanner:
             var_new = np.einsum("n,nha->ha", weights, (candidates - mean_new) ** 2)
             mean = arc.alpha_mean * mean_new + (1 - arc.alpha_mean) * mean
             var = arc.alpha_var * var_new + (1 - arc.alpha_var) * var
+        if not np.all(np.isfinite(mean)):
+            self.mean = None  # kept, a non-finite warm start would make every later plan non-finite too
+            raise FloatingPointError("the plan's mean is not finite (a model output or a return was not)")
         self.mean = mean.astype(np.float32)
         return self._result(candidates, weights, score, worst, n_feasible, explore, noise.pick)
 
@@ -225,7 +227,7 @@ class ArcPlanner:
 
     def _actor_action(self, state, rng, explore) -> PlanResult:
         eps = rng.standard_normal((1, len(self.low)), dtype=np.float32) if explore else np.zeros((1, len(self.low)), np.float32)
-        action = self.model.actor(state[None], eps)[0]
+        action = np.clip(self.model.actor(state[None], eps)[0], self.low, self.high)
         return PlanResult(action, np.broadcast_to(action, (self.arc.horizon, len(action))).copy(), {})
 
     # ---------------------------------------------------------------- the pieces of Alg. 3
@@ -251,9 +253,11 @@ class ArcPlanner:
         return sequences
 
     def sample_candidates(self, mean, std, actor_sequences, gaussian_noise) -> np.ndarray:
-        """Population (N, H, A): the actor sequences first, then clip(mean + std * noise)."""
+        """Population (N, H, A): the actor sequences first, then clip(mean + std * noise); every
+        candidate lies in the action bounds (the actor's too: a bundle's actor is not trusted to)."""
         gaussian = np.clip(mean + std * gaussian_noise, self.low, self.high)
-        return np.concatenate([actor_sequences, gaussian.astype(np.float32)], axis=0)
+        actor = np.clip(actor_sequences, self.low, self.high)
+        return np.concatenate([actor, gaussian.astype(np.float32)], axis=0)
 
     def terminal_kind(self) -> str | None:
         return terminal_kind(self.arc)

@@ -1,7 +1,9 @@
 """Model bundle: the trained networks as ONNX graphs plus a manifest, on disk or as bytes.
 
 A bundle directory holds ``manifest.json``, ``dynamics.onnx``, ``actor.onnx`` and
-``critic.onnx``. The same files travel as an uncompressed tar on the ``model`` topic.
+``critic.onnx``. The same files travel as an uncompressed tar on the ``model`` topic, there
+with an optional ``signature.json`` (``core.signing``: the trainer's Ed25519 signature of the
+manifest; a bundle directory on disk is unsigned and any signature.json in it is ignored).
 The planner never trusts a bundle it did not verify: ``verify_bundle`` checks hashes,
 the ONNX IO contract against the manifest's dims, the caller's expectations and finite
 outputs on a probe batch, and raises ``BundleError`` naming what is wrong.
@@ -10,10 +12,12 @@ torch is imported only inside the export functions: the planner process never lo
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 import warnings
@@ -53,6 +57,10 @@ MAX_FILE_BYTES = 64 << 20
 """Largest accepted member; the paper's HalfCheetah dynamics (K=5, 4x200) is ~3 MB."""
 MAX_BUNDLE_BYTES = 4 * MAX_FILE_BYTES
 PROBE_BATCH = 8
+SIGNATURE = "signature.json"
+"""Optional member of the bundle bytes: the signature of the manifest (``core.signing``)."""
+MAX_SIGNATURE_BYTES = 4096
+"""Largest accepted signature.json (one is about 150 bytes)."""
 _MANIFEST_TYPES = {
     "format": str, "format_version": int, "version": int, "task": str, "obs_dim": int, "act_dim": int,
     "ensemble_size": int, "action_low": list, "action_high": list, "sha256": dict, "io": dict,
@@ -70,10 +78,12 @@ class Bundle:
 
     ``files`` maps each name of ``BUNDLE_FILES`` (manifest included, as written) to its
     bytes, so sessions are built from bytes and the bundle re-serialises unchanged.
+    ``signature`` is the ``signature.json`` that came with the bytes, if any (not checked here).
     """
 
     manifest: dict[str, Any]
     files: dict[str, bytes]
+    signature: bytes | None = None
 
     @property
     def version(self) -> int:
@@ -198,25 +208,72 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
 
 
 def write_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
-    """Write the files of ``bundle`` into ``directory``; the manifest goes last and each
-    file is replaced atomically, so a reader never sees a manifest without its graphs."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the files of ``bundle`` as the directory ``directory``, replacing it whole.
+
+    The files go into a new sibling ``.<name>.tmp-<id>``, each synced to disk with the
+    directory, which is then renamed into place; an existing ``directory`` is first renamed
+    aside to ``.<name>.old-<id>`` and removed after. So a process killed at any moment leaves
+    ``directory`` holding the old bundle or the new one, whole, never graphs that do not
+    match the manifest (leftover siblings are removed by the next write). The one window is
+    between the two renames (two system calls): ``directory`` does not exist then, and a
+    reader gets ``BundleError`` ("missing file ..."): the planner refuses it and keeps its
+    model, and a reader that retries finds the new bundle; a process killed in that window
+    leaves the old bundle in the ``.old`` sibling. A reader that reads the files one by one
+    across the swap may mix two bundles: the manifest's sha256 of each graph refuses that
+    (``verify_bundle``). A directory holding anything but bundle files is not replaced
+    (``BundleError``): it is not a bundle this function wrote.
+    """
+    given, directory = Path(directory), Path(directory).resolve()  # a symlink keeps pointing at the bundle
+    if directory.is_dir():
+        foreign = sorted(set(os.listdir(directory)) - {*BUNDLE_FILES, SIGNATURE, "plan.onnx"}
+                         - {f".{name}.tmp" for name in BUNDLE_FILES})
+        if foreign:
+            raise BundleError(f"not replacing {given}: it holds {foreign}, which are no bundle files")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("tmp", "old"):  # what a killed writer left
+        for leftover in directory.parent.glob(f".{glob.escape(directory.name)}.{kind}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    suffix = f"{os.getpid()}-{os.urandom(4).hex()}"
+    fresh, old = (directory.with_name(f".{directory.name}.{kind}-{suffix}") for kind in ("tmp", "old"))
+    fresh.mkdir()
     for name in (*GRAPH_FILES, MANIFEST):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_bytes(bundle.files[name])
-        os.replace(tmp, directory / name)
-    return directory
+        with open(fresh / name, "wb") as f:
+            f.write(bundle.files[name])
+            f.flush()
+            os.fsync(f.fileno())
+    _fsync_directory(fresh)
+    if directory.exists():
+        directory.rename(old)
+    fresh.rename(directory)
+    _fsync_directory(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return given
+
+
+def _fsync_directory(path: Path) -> None:
+    """Sync a directory's entries (created files, renames) to disk, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def bundle_to_bytes(source: Bundle | str | os.PathLike) -> bytes:
-    """Uncompressed tar of the bundle files in ``BUNDLE_FILES`` order, zero timestamps:
-    the same bundle always gives the same bytes."""
+    """Uncompressed tar of the bundle files in ``BUNDLE_FILES`` order (then ``signature.json``
+    when the bundle carries one), zero timestamps: the same bundle always gives the same bytes."""
     bundle = source if isinstance(source, Bundle) else read_bundle(source)
+    members = {name: bundle.files[name] for name in BUNDLE_FILES}
+    if bundle.signature is not None:
+        members[SIGNATURE] = bundle.signature
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in BUNDLE_FILES:
-            data = bundle.files[name]
+        for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
@@ -227,7 +284,9 @@ def bundle_from_bytes(data: bytes) -> Bundle:
     """Parse ``bundle_to_bytes`` output in memory; nothing is extracted to disk.
 
     Only regular members with the flat names of ``BUNDLE_FILES`` are accepted, each at
-    most ``MAX_FILE_BYTES``; anything else is refused (not verified: call ``verify_bundle``).
+    most ``MAX_FILE_BYTES``, and an optional ``signature.json`` of at most
+    ``MAX_SIGNATURE_BYTES``; anything else is refused (not verified: call ``verify_bundle``,
+    and for the signature ``core.signing.verify_bundle_trust``).
     """
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle of {len(data)} bytes exceeds {MAX_BUNDLE_BYTES}")
@@ -239,7 +298,8 @@ def bundle_from_bytes(data: bytes) -> Bundle:
                 files[member.name] = tar.extractfile(member).read()
     except tarfile.TarError as error:
         raise BundleError(f"bundle bytes are not a readable uncompressed tar: {error}") from error
-    return bundle_from_files(files)
+    signature = files.pop(SIGNATURE, None)
+    return bundle_from_files(files, signature)
 
 
 def _check_member(member: tarfile.TarInfo, seen: Mapping[str, bytes]) -> None:
@@ -248,19 +308,20 @@ def _check_member(member: tarfile.TarInfo, seen: Mapping[str, bytes]) -> None:
         raise BundleError(f"refused tar member {name!r}: only flat file names are allowed")
     if not member.isfile():
         raise BundleError(f"refused tar member {name!r}: not a regular file")
-    if name not in BUNDLE_FILES:
-        raise BundleError(f"refused tar member {name!r}: expected only {list(BUNDLE_FILES)}")
+    if name not in BUNDLE_FILES and name != SIGNATURE:
+        raise BundleError(f"refused tar member {name!r}: expected only {list(BUNDLE_FILES)} and {SIGNATURE}")
     if name in seen:
         raise BundleError(f"refused tar member {name!r}: duplicate")
-    if member.size > MAX_FILE_BYTES:
-        raise BundleError(f"refused tar member {name!r}: {member.size} bytes exceeds {MAX_FILE_BYTES}")
+    limit = MAX_SIGNATURE_BYTES if name == SIGNATURE else MAX_FILE_BYTES
+    if member.size > limit:
+        raise BundleError(f"refused tar member {name!r}: {member.size} bytes exceeds {limit}")
 
 
-def bundle_from_files(files: dict[str, bytes]) -> Bundle:
+def bundle_from_files(files: dict[str, bytes], signature: bytes | None = None) -> Bundle:
     missing = [name for name in BUNDLE_FILES if name not in files]
     if missing:
         raise BundleError(f"missing file(s) {missing} in bundle")
-    return Bundle(_parse_manifest(files[MANIFEST]), files)
+    return Bundle(_parse_manifest(files[MANIFEST]), files, signature)
 
 
 def _parse_manifest(raw: bytes) -> dict[str, Any]:

@@ -8,6 +8,10 @@ Each field's docstring is the text of its ROS parameter descriptor and README ro
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -16,19 +20,33 @@ WEIGHTINGS = ("softmax", "elite")
 INFEASIBLE_FALLBACKS = ("min_cost", "brake")
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
 
+# Bounded work of one plan (a parameter edit must not be able to exhaust memory or stall the host).
+# The largest array of a plan is its noise (arc.draw_plan_noise): I*H*K*P*N*S float32, i.e.
+# 4 * MAX_PLAN_ROLLOUT_STEPS * K * S bytes at the ceiling. The paper's setting (H3 N100 P4, 5
+# iterations) is 6_000 per member and config/rc_car.yaml's (H10 N100 P1, 2 it.) 2_000; the ceiling
+# allows about 17x the paper's. With K <= MAX_ENSEMBLE_SIZE = 16 members and S = 100 state dims the
+# noise is at most 640 MB (2.6 GB peak while drawn, measured); with the paper's K5, S17 it is 34 MB.
+# Time scales with P*N*H*I*K: the paper-halfcheetah preset takes 52 ms per plan on 2 cores
+# (bench/RESULTS.md), so a plan at the ceiling takes about 0.9 s at K=5 and 2.8 s at K=16.
+MAX_PLAN_ROLLOUT_STEPS = 100_000
+"""Ceiling on arc.particles * arc.population * arc.horizon * arc.iterations (rollout steps per member)."""
+MAX_ENSEMBLE_SIZE = 16
+"""Most ensemble members a model (ensemble.ensemble_size, a bundle's K) may have."""
+MAX_HORIZON, MAX_POPULATION, MAX_PARTICLES, MAX_ITERATIONS = 200, 10_000, 100, 100
+
 
 @dataclass(frozen=True)
 class ArcConfig:
     """Actor Regularized Control (Alg. 3); defaults are the paper's Table 3."""
 
     horizon: int = 3
-    """H: planning horizon in control steps."""
+    """H: planning horizon in control steps (<= 200; P*N*H*iterations <= 100000)."""
     population: int = 100
-    """N: candidate action sequences per iteration."""
+    """N: candidate action sequences per iteration (<= 10000; P*N*H*iterations <= 100000)."""
     particles: int = 4
-    """P: particles per ensemble member (a particle stays with its member, TS-inf)."""
+    """P: particles per ensemble member (a particle stays with its member, TS-inf; <= 100; P*N*H*iterations <= 100000)."""
     iterations: int = 5
-    """n_ARC: iterative importance sampling iterations per plan."""
+    """n_ARC: iterative importance sampling iterations per plan (<= 100; P*N*H*iterations <= 100000)."""
     beta: float = 0.05
     """Mixture ratio: round(beta*N) candidates come from rolling the actor through the model."""
     eta: float = 1.0
@@ -53,10 +71,19 @@ class ArcConfig:
     """Elites kept by the 'elite' weighting (at most the population)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.horizon >= 1, "arc.horizon must be >= 1")
         _check(self.population >= 2, "arc.population must be >= 2")
         _check(self.particles >= 1, "arc.particles must be >= 1")
         _check(self.iterations >= 1, "arc.iterations must be >= 1")
+        _check(self.horizon <= MAX_HORIZON, f"arc.horizon must be <= {MAX_HORIZON}")
+        _check(self.population <= MAX_POPULATION, f"arc.population must be <= {MAX_POPULATION}")
+        _check(self.particles <= MAX_PARTICLES, f"arc.particles must be <= {MAX_PARTICLES}")
+        _check(self.iterations <= MAX_ITERATIONS, f"arc.iterations must be <= {MAX_ITERATIONS}")
+        steps = self.particles * self.population * self.horizon * self.iterations
+        _check(steps <= MAX_PLAN_ROLLOUT_STEPS,
+               f"arc.particles * population * horizon * iterations must be <= {MAX_PLAN_ROLLOUT_STEPS} "
+               f"(the work of one plan per ensemble member), got {steps}")
         _check(0.0 <= self.beta <= 1.0, "arc.beta must be in [0, 1]")
         _check(self.eta > 0.0, "arc.eta must be > 0")
         _check(0.0 < self.alpha_mean <= 1.0, "arc.alpha_mean must be in (0, 1]")
@@ -95,6 +122,7 @@ class SafetyConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "obstacles", tuple(float(v) for v in self.obstacles))
+        _check_finite(self)  # a NaN radius or obstacle coordinate would silently drop its constraint term
         _check(self.d0 >= 0.0, "safety.d0 must be >= 0")
         _check(self.min_safe >= 1, "safety.min_safe must be >= 1")
         _check(self.eta_cost > 0.0, "safety.eta_cost must be > 0")
@@ -108,7 +136,7 @@ class EnsembleConfig:
     """Probabilistic dynamics ensemble (paper Table 2, Appendix C.1)."""
 
     ensemble_size: int = 5
-    """Members trained."""
+    """Members trained (at most 16)."""
     num_elites: int = 5
     """Members with the lowest holdout loss kept for planning (K of ARC)."""
     hidden: tuple[int, ...] = (200, 200, 200, 200)
@@ -130,6 +158,8 @@ class EnsembleConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check_finite(self)
+        _check(self.ensemble_size <= MAX_ENSEMBLE_SIZE, f"ensemble.ensemble_size must be <= {MAX_ENSEMBLE_SIZE}")
         _check(1 <= self.num_elites <= self.ensemble_size, "ensemble.num_elites must be in [1, ensemble_size]")
         _check(0.0 < self.holdout_ratio < 1.0, "ensemble.holdout_ratio must be in (0, 1)")
 
@@ -157,6 +187,7 @@ class SacConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check_finite(self)
         _check(0.0 < self.tau <= 1.0, "sac.tau must be in (0, 1]")
 
 
@@ -170,6 +201,7 @@ class RuntimeConfig:
     """Threads of the rollout (dynamics) session; the actor and critic get at most 2, without spinning."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.device in ("cpu", "cuda"), "runtime.device must be 'cpu' or 'cuda'")
         _check(self.intra_op_threads >= 1, "runtime.intra_op_threads must be >= 1")
 
@@ -181,9 +213,9 @@ class TaskConfig:
     name: str = "rc_car"
     """Task name (loop_ros.core.tasks registry)."""
     control_rate_hz: float = 50.0
-    """Planner tick and sim state rate."""
+    """Planner tick and sim state rate (at most 1000 Hz)."""
     state_timeout_s: float = 0.1
-    """A state older than this at a tick is stale: the safe action is published."""
+    """A state older than this at a tick is stale: the safe action is published (in (0, 10] s)."""
     controller: str = "arc"
     """arc | safe-arc (arc with safety.enabled forced on) | actor | cem | mppi | loop-cem."""
     seed: int = 0
@@ -195,10 +227,13 @@ class TaskConfig:
     """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
     start_subscribers: int = 0
     """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
+    explore: bool = False
+    """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up` turns it on while a trainer learns (`--no-explore` keeps it off)."""
 
     def __post_init__(self) -> None:
-        _check(self.control_rate_hz > 0.0, "task.control_rate_hz must be > 0")
-        _check(self.state_timeout_s > 0.0, "task.state_timeout_s must be > 0")
+        _check_finite(self)
+        _check(0.0 < self.control_rate_hz <= 1000.0, "task.control_rate_hz must be in (0, 1000]")
+        _check(0.0 < self.state_timeout_s <= 10.0, "task.state_timeout_s must be in (0, 10]")
         _check(self.start_subscribers >= 0, "task.start_subscribers must be >= 0")
         _check(self.controller in CONTROLLERS, f"task.controller must be one of {CONTROLLERS}")
 
@@ -213,6 +248,7 @@ class SimConfig:
     """With no valid action for this long the sim applies the task's safe action (brake)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.episode_steps >= 1, "sim.episode_steps must be >= 1")
         _check(self.action_timeout_s > 0.0, "sim.action_timeout_s must be > 0")
 
@@ -234,6 +270,12 @@ class TrainerConfig:
     graph composition."""
     publish_after: int = 0
     """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
+    max_model_age_s: float = 60.0
+    """Once a model may be published (fitted, publish_after reached), a new one is published at least this often while learning goes on, even with SAC updates still owed (counted in forced_publications; 0: off)."""
+    max_backlog: int = 500
+    """Transitions waiting for the learner beyond which it stores them all at once without their SAC updates (counted in sac_updates_skipped), so a slow host catches up with the robot."""
+    max_owed_updates: int = 5000
+    """SAC updates owed to stored transitions (a replay loaded at start) are capped at this many, the excess counted in sac_updates_skipped, so catching up ends."""
     keep_models: int = 0
     """Published bundles also kept in data_dir/models/v<version> (9 digits: v000029750), for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
     torch_threads: int = 1
@@ -256,12 +298,16 @@ class TrainerConfig:
     """No transition spans a gap longer than this between the stamps of two states, or uses an action received this long before its state."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(self.seed_steps >= 2, "trainer.seed_steps must be >= 2")
         _check(self.updates_per_step >= 0, "trainer.updates_per_step must be >= 0")
         _check(self.fit_max_seconds >= 0.0, "trainer.fit_max_seconds must be >= 0")
         _check(self.publish_every >= 0, "trainer.publish_every must be >= 0")
         _check(self.publish_after >= 0, "trainer.publish_after must be >= 0")
         _check(self.refits_per_publish >= 1, "trainer.refits_per_publish must be >= 1")
+        _check(self.max_model_age_s >= 0.0, "trainer.max_model_age_s must be >= 0")
+        _check(self.max_backlog >= 1, "trainer.max_backlog must be >= 1")
+        _check(self.max_owed_updates >= 0, "trainer.max_owed_updates must be >= 0")
         _check(self.keep_models >= -1, "trainer.keep_models must be -1 (all), 0 or a count")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
@@ -287,10 +333,28 @@ class FoxgloveConfig:
     """Fully qualified name of the planner whose accepted `safety.*` edits the scene follows (`/parameter_events`)."""
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check(bool(self.host), "foxglove.host must not be empty")
         _check(0 <= self.port <= 65535, "foxglove.port must be in [0, 65535]")
         _check(self.scene_rate_hz > 0.0, "foxglove.scene_rate_hz must be > 0")
         _check(self.planner_node.startswith("/"), "foxglove.planner_node must be a fully qualified name (/...)")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Signed models (core/signing.py): the trainer signs each bundle it publishes on `model`, the planner
+    accepts one only with a valid signature from a key it trusts and a version newer than its active model's.
+    Fixed at start (read-only)."""
+
+    signing_key: str = ""
+    """Path of the trainer's Ed25519 private key PEM (mode 0600); empty: bundles are published unsigned, and planners will refuse them. `loop-ros up` and the launch file set it."""
+    trusted_keys: tuple[str, ...] = ()
+    """Paths of the Ed25519 public key PEMs whose signatures the planner accepts for bundles from the `model` topic (empty: it refuses them all); a bundle from a local directory the user configured (task.bundle) is trusted without a signature. `loop-ros up` and the launch file set it."""
+
+    def __post_init__(self) -> None:
+        _check_finite(self)  # no float fields: for uniformity
+        object.__setattr__(self, "trusted_keys", tuple(str(p) for p in self.trusted_keys))
+        _check(all(self.trusted_keys), "security.trusted_keys must not hold an empty path")
 
 
 SECTIONS: dict[str, type] = {
@@ -303,6 +367,7 @@ SECTIONS: dict[str, type] = {
     "sim": SimConfig,
     "trainer": TrainerConfig,
     "foxglove": FoxgloveConfig,
+    "security": SecurityConfig,
 }
 
 
@@ -313,6 +378,37 @@ class ConfigError(ValueError):
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _float_fields(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, is_tuple) of the fields of ``cls`` annotated ``float`` or ``tuple[float, ...]``."""
+    hints = typing.get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if hint is float:
+            found.append((f.name, False))
+        elif typing.get_origin(hint) is tuple and typing.get_args(hint)[:1] == (float,):
+            found.append((f.name, True))
+    return tuple(found)
+
+
+def _check_finite(config: Any) -> None:
+    """Every float field of a section, and every element of a float tuple, is a finite number.
+
+    A NaN compares False with everything, so a range check alone lets it through (and, e.g., a NaN
+    keep-in radius would silently drop the constraint); an infinity disables a timeout.
+    """
+    cls = type(config)
+    section = next((name for name, c in SECTIONS.items() if c is cls), cls.__name__)
+    for name, is_tuple in _float_fields(cls):
+        value = getattr(config, name)
+        items = list(enumerate(value)) if is_tuple else [(None, value)]
+        for index, item in items:
+            label = f"{section}.{name}" if index is None else f"{section}.{name}[{index}]"
+            _check(isinstance(item, numbers.Real), f"{label} must be a number, got {item!r}")
+            _check(math.isfinite(item), f"{label} must be finite, got {item!r}")
 
 
 def controller_arc_config(controller: str, arc: ArcConfig) -> ArcConfig:
@@ -329,6 +425,14 @@ def controller_arc_config(controller: str, arc: ArcConfig) -> ArcConfig:
     if controller == "loop-cem":
         return dataclasses.replace(arc, beta=0.0, weighting="elite")
     return arc
+
+
+def controller_safety(controller: str, safety: SafetyConfig) -> SafetyConfig:
+    """The one answer to "does this controller plan with safeARC's constraint?", used by the
+    planner node, ``eval``, ``train`` and ``bench`` alike: always for 'safe-arc', never for
+    'actor' (it does not plan), else as ``safety.enabled`` says."""
+    enabled = controller == "safe-arc" or (safety.enabled and controller != "actor")
+    return safety if enabled == safety.enabled else dataclasses.replace(safety, enabled=enabled)
 
 
 def field_docs(section: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -246,11 +247,14 @@ class DynamicsEnsemble:
         return (nll + reward_mse).sum() + LOGVAR_BOUND_PENALTY * bounds
 
     def _train_epoch(self, x: torch.Tensor, y: torch.Tensor, bootstrap: np.ndarray,
-                     rng: np.random.Generator) -> float:
-        """One pass over each member's bootstrap sample (K, N) in a fresh random order."""
+                     rng: np.random.Generator, should_stop: Callable[[], bool] = lambda: False) -> float | None:
+        """One pass over each member's bootstrap sample (K, N) in a fresh random order; None
+        when ``should_stop()`` turned true before a minibatch (the pass is left unfinished)."""
         order = torch.as_tensor(bootstrap[:, rng.permutation(bootstrap.shape[1])], device=self.device)
         losses = []
         for start in range(0, order.shape[1], self.cfg.batch_size):
+            if should_stop():
+                return None
             batch = order[:, start:start + self.cfg.batch_size]
             loss = self._loss(x[batch], y[batch])
             self.optimizer.zero_grad()
@@ -267,7 +271,8 @@ class DynamicsEnsemble:
         return ((prediction - y) ** 2).mean(dim=(1, 2)).cpu().numpy()
 
     def fit(self, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_states: np.ndarray,
-            rng: np.random.Generator, max_epochs: int | None = None, max_seconds: float | None = None) -> dict:
+            rng: np.random.Generator, max_epochs: int | None = None, max_seconds: float | None = None,
+            should_stop: Callable[[], bool] | None = None) -> dict:
         """Fit all members on transitions (N, S), (N, A), (N,), (N, S); pick the elites.
 
         ``rng`` draws the holdout split first (``split_holdout``), then the bootstrap
@@ -275,6 +280,11 @@ class DynamicsEnsemble:
         member improved its holdout MSE by more than 1 %, after ``max_epochs`` (default
         cfg.max_epochs) or once ``max_seconds`` have passed; each member then gets back
         its weights from its best epoch (including the weights before this fit).
+
+        ``should_stop`` (e.g. a process shutting down) is checked before every minibatch:
+        once it returns True the fit ends at once, the unfinished epoch is dropped, and each
+        member gets back its best weights so far, as above; the metrics then say
+        ``interrupted: True`` (a caller that is stopping keeps its previous model).
         """
         started = time.perf_counter()
         deadline = float("inf") if max_seconds is None else started + max_seconds
@@ -287,9 +297,13 @@ class DynamicsEnsemble:
 
         best_mse = self._holdout_mse(x_holdout, y_holdout)
         best_params = [p.detach().clone() for p in self.net.parameters()]
-        epochs, stale, train_loss, holdout_mse = 0, 0, float("nan"), best_mse
+        epochs, stale, train_loss, holdout_mse, interrupted = 0, 0, float("nan"), best_mse, False
         for epochs in range(1, (self.cfg.max_epochs if max_epochs is None else max_epochs) + 1):
-            train_loss = self._train_epoch(x_train, y_train, bootstrap, rng)
+            loss = self._train_epoch(x_train, y_train, bootstrap, rng, should_stop or (lambda: False))
+            if loss is None:
+                epochs, interrupted = epochs - 1, True
+                break
+            train_loss = loss
             holdout_mse = self._holdout_mse(x_holdout, y_holdout)
             improved = (best_mse - holdout_mse) / best_mse > MIN_IMPROVEMENT
             self._keep_members(best_params, improved)
@@ -300,7 +314,8 @@ class DynamicsEnsemble:
         self._restore(best_params)
         self.elites = sorted(np.argsort(best_mse, kind="stable")[:self.cfg.num_elites].tolist())
         return {
-            "epochs": epochs, "stopped_early": stale >= self.cfg.patience, "train_loss": train_loss,
+            "epochs": epochs, "stopped_early": stale >= self.cfg.patience, "interrupted": interrupted,
+            "train_loss": train_loss,
             "holdout_mse": best_mse.tolist(), "last_holdout_mse": holdout_mse.tolist(),
             "elites": self.elites, "elite_holdout_mse": float(best_mse[self.elites].mean()),
             "n_train": len(train), "n_holdout": len(holdout), "seconds": time.perf_counter() - started,

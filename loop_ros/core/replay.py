@@ -11,19 +11,26 @@ What is stored is what went over the wire: the CDR bytes of every ``state``, ``a
 * a: the newest valid ``action`` received before s' (the sim holds the latest action, so
   this is what it applied, up to the ~1 ms in which both receive a new action);
 * r = task.reward(s, a, s');
-* done is always False. When an episode ends, the sim publishes its terminal state and
-  then the next episode's first state, both with the tick's stamp: the terminal transition
-  is kept, and a state stamped no later than the one before it starts a new run (the
-  stream does not tell a crash from the time limit, so every end is treated as a time
-  limit). The boundary is in the state stream itself because the order in which one
-  subscriber takes messages of two topics is not guaranteed; only states without a
-  stamp (Float64MultiArray) rely on the ``episode`` message to end a run.
-* no transition spans an invalid state, a gap of more than ``max_gap_s`` between the stamps
-  of s and s' (receive times without stamps), or an action received more than
-  ``max_gap_s`` before s (the sim stops holding an action after ``sim.action_timeout_s``).
-  Stamps, not receive times, measure the state gap, so a trainer that falls behind for a
-  while (its messages arrive late and in a burst) keeps every transition. States that
-  complete no transition are counted by reason (``replay_unpaired_*``).
+* done: True only when s' ended its episode by termination (a crash), not by the time
+  limit, so the critic bootstraps through a time limit and not through a crash. When an
+  episode ends, the sim publishes its terminal state and then the next episode's first
+  state, both with the tick's stamp, and an ``episode`` record (JSON) naming the terminal
+  state's stamp (``stamp_ns``) and whether it ``terminated``. A state stamped no later than
+  the one before it starts a new run; the transition into the terminal state is held until
+  its record arrives (the order in which one subscriber takes messages of two topics is
+  not guaranteed, so either may come first). A record that never comes leaves it a time
+  limit. Every transition is therefore released one state late. States without a stamp
+  (Float64MultiArray) rely on the ``episode`` record alone to end a run.
+* no transition spans a gap of more than ``max_gap_s`` between the stamps of s and s'
+  (receive times without stamps), or an action received more than ``max_gap_s`` before s
+  (the sim stops holding an action after ``sim.action_timeout_s``). Stamps, not receive
+  times, measure the state gap, so a trainer that falls behind for a while (its messages
+  arrive late and in a burst) keeps every transition. States that complete no transition
+  are counted by reason (``replay_unpaired_*``).
+* a message that does not decode, or whose numbers fail ``core.untrusted``'s checks (not
+  finite, too large, wrong size, an action out of the task's bounds, an episode record that
+  is no JSON object) is rejected: counted (``replay_rejected_<role>``), never stored, and
+  as if it had never been received, so a restarted trainer rebuilds the same transitions.
 
 Crash-loss bound. ``BagRecorder`` writes in its own thread from a bounded queue (full: the
 message is dropped and counted; the subscriber never waits for the disk). Messages collect
@@ -34,9 +41,19 @@ min(``flush_messages``, the messages of the last ``flush_interval_s`` seconds) m
 plus whatever was still queued (empty unless the disk stalls; never more than
 ``queue_size``). A lost state message costs at most one transition. Flushing hands the
 bytes to the OS, so this holds for a process crash, not a power loss. The half-written bag
-(no footer, no ``metadata.yaml``) is recovered on the next load: its complete chunks are
-rewritten to a closed bag under the same name; a bag with nothing readable is skipped with
-a warning. Bags rotate at ``max_bag_mb`` of payload or ``max_bag_seconds``.
+(no footer, no ``metadata.yaml``) is recovered on the next load: its complete records are
+rewritten to a closed bag under the same name (``core.mcap_scan``: a damaged record costs
+only itself and the rest of its chunk; the intact chunks after it are kept, and only a
+truncation ends the file); so is a closed bag one of whose chunks does not read. A bag with
+nothing readable is skipped with a warning. Bags rotate at ``max_bag_mb`` of payload or
+``max_bag_seconds``.
+
+Disk errors. A failed write (a full disk, an I/O error) is counted (``replay_write_errors``)
+and logged at most once per ``WRITE_ERROR_LOG_PERIOD_S``; the bag is dropped as it is (its
+closed chunks are recovered on the next load), the messages of its open chunk and the one
+that failed are counted lost (``replay_lost``), and so are the messages of the next
+``WRITE_RETRY_S``; then a new bag is tried. A ``data_dir`` that cannot be written at start
+is a ``ConfigError`` (the node exits with code 2).
 
 Relies on rosbags 0.11.9's MCAP writer closing a chunk with ``storage.close_chunk()``.
 """
@@ -46,6 +63,7 @@ import importlib
 import math
 import queue
 import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,10 +75,12 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from loop_ros.core.config import TrainerConfig
+from loop_ros.core.config import ConfigError, TrainerConfig
 from loop_ros.core.mcap_scan import scan_unfinished_mcap
+from loop_ros.core.odometry import pose_from_odometry
 from loop_ros.core.tasks import TASK_MODULES
 from loop_ros.core.tasks.base import Task
+from loop_ros.core.untrusted import checked_episode, checked_vector
 
 ODOMETRY = "nav_msgs/msg/Odometry"
 FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
@@ -68,8 +88,11 @@ STRING = "std_msgs/msg/String"
 ROLES = ("state", "action", "episode")
 BAG_PREFIX = "replay_"
 PARTIAL_SUFFIX = ".partial"  # a half-written bag while its recovered copy is being written
-QUATERNION_NORM_TOLERANCE = 1e-3
+WRITE_RETRY_S = 1.0  # after a failed write the recorder drops messages (counted lost) this long, then opens a new bag
+WRITE_ERROR_LOG_PERIOD_S = 1.0  # write failures are logged at most this often (with the counts so far)
 Log = Callable[[str, str], None]  # (level, text)
+MAX_EARLY_RECORDS = 16
+"""Episode records kept while their terminal state has not come yet (it comes within a tick)."""
 
 _typestore = None
 
@@ -114,27 +137,6 @@ def task_obs_from_pose(task: Task) -> Callable | None:
     return getattr(importlib.import_module(TASK_MODULES[task.name]), "obs_from_pose", None)
 
 
-def pose_from_odometry(msg) -> np.ndarray | None:
-    """nav_msgs/Odometry (REP-105: twist in the body frame) -> world pose ``(6,)`` (x, y, yaw,
-    vx_world, vy_world, yaw_rate); None when a field is not finite or the orientation is
-    not a unit quaternion. Works on rosbags' and rclpy's message objects alike."""
-    q, p, v = msg.pose.pose.orientation, msg.pose.pose.position, msg.twist.twist
-    raw = np.array([p.x, p.y, q.x, q.y, q.z, q.w, v.linear.x, v.linear.y, v.angular.z])
-    unit = abs(math.sqrt(q.x**2 + q.y**2 + q.z**2 + q.w**2) - 1.0) <= QUATERNION_NORM_TOLERANCE
-    if not np.all(np.isfinite(raw)) or not unit:
-        return None
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y**2 + q.z**2))
-    cos_yaw, sin_yaw = math.cos(yaw), math.sin(yaw)
-    return np.array([p.x, p.y, yaw, cos_yaw * v.linear.x - sin_yaw * v.linear.y,
-                     sin_yaw * v.linear.x + cos_yaw * v.linear.y, v.angular.z])
-
-
-def finite_vector(values, size: int) -> np.ndarray | None:
-    """``values`` as float64 ``(size,)``, or None when the size is wrong or a value is not finite."""
-    array = np.asarray(values, dtype=float)
-    return array if array.shape == (size,) and np.all(np.isfinite(array)) else None
-
-
 def _decoded(data: bytes, msgtype: str):
     try:
         return typestore().deserialize_cdr(data, msgtype)
@@ -151,47 +153,76 @@ class Transition:
     done: bool
 
 
+@dataclass(frozen=True)
+class Fed:
+    """What one message did: ``valid`` False when it was rejected (it must not be stored), and
+    the transitions it released."""
+
+    valid: bool
+    transitions: tuple[Transition, ...] = ()
+
+
 class TransitionAssembler:
-    """Turns the recorded message stream, in receive order, into transitions (module docstring)."""
+    """Turns the recorded message stream, in receive order, into transitions (module docstring).
+
+    A transition is released one state late: only the state after s' (or the episode record)
+    tells whether s' ended an episode, and how.
+    """
 
     def __init__(self, task: Task, topics: ReplayTopics, max_gap_s: float):
         self.task, self.topics, self.obs_from_pose = task, topics, task_obs_from_pose(task)
         self.max_gap_ns = int(max_gap_s * 1e9)
         self._state: _StateRecord | None = None
         self._action: tuple[np.ndarray, int] | None = None  # (action, receive time)
+        self._pending: Transition | None = None  # the newest transition, not yet released
+        self._pending_end: int | None = None  # the stamp of its s'
+        self._awaiting_record = False  # its s' ended an episode whose record has not come yet
+        self._ended: dict[int, bool] = {}  # terminal stamp -> terminated, of records that came before their state
         self.unpaired: Counter[str] = Counter()  # states that completed no transition, by reason
+        self.rejected: Counter[str] = Counter()  # messages refused (never stored), by role
+        self.terminal_transitions = 0  # released with done (their s' ended an episode by termination)
 
-    def feed(self, topic: str, timestamp_ns: int, data: bytes) -> Transition | None:
-        """One recorded message; returns the transition it completes, if any. A message that
-        does not decode counts as invalid (a bag may hold anything)."""
+    def feed(self, topic: str, timestamp_ns: int, data: bytes) -> Fed:
+        """One received (or recorded) message. A message that does not decode or whose numbers
+        fail ``core.untrusted``'s checks is rejected: counted, and as if never received."""
         role = self.topics.role(topic)
-        if role == "episode" and self.obs_from_pose is None:
-            self._state = None  # unstamped states: the episode message is the only boundary
-        elif role == "action":
+        if role == "episode":
+            msg = _decoded(data, STRING)
+            record = None if msg is None else checked_episode(msg.data)
+            return self._rejected(role) if record is None else Fed(True, self._on_episode(record))
+        if role == "action":
             msg = _decoded(data, FLOAT_ARRAY)
-            action = None if msg is None else finite_vector(msg.data, self.task.act_dim)
-            self._action = None if action is None else (action, timestamp_ns)
-        elif role == "state":
-            return self._on_state(self._state_record(data, timestamp_ns))
-        return None
+            action = None if msg is None else checked_vector(msg.data, self.task.act_dim)
+            low, high = np.asarray(self.task.action_low), np.asarray(self.task.action_high)
+            if action is None or np.any(action < low) or np.any(action > high):
+                return self._rejected(role)
+            self._action = (action, timestamp_ns)
+            return Fed(True)
+        if role == "state":
+            state = self._state_record(data, timestamp_ns)
+            return self._rejected(role) if state is None else Fed(True, self._on_state(state))
+        return self._rejected("unknown_topic")
+
+    def _rejected(self, role: str) -> Fed:
+        self.rejected[role] += 1
+        return Fed(False)
 
     def _state_record(self, data: bytes, received: int) -> _StateRecord | None:
         msg = _decoded(data, self.topics.state_type)
         if msg is None:
             return None
         if self.obs_from_pose is None:
-            obs = finite_vector(msg.data, self.task.obs_dim)
+            obs = checked_vector(msg.data, self.task.obs_dim)
             return None if obs is None else _StateRecord(obs, received, received)
         pose = pose_from_odometry(msg)
         if pose is None:
             return None
+        obs = checked_vector(self.obs_from_pose(*pose), self.task.obs_dim)
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        return _StateRecord(np.asarray(self.obs_from_pose(*pose), dtype=float), received, stamp)
+        return None if obs is None else _StateRecord(obs, received, stamp)
 
-    def _unpaired_reason(self, state: _StateRecord | None) -> str | None:
+    def _unpaired_reason(self, state: _StateRecord) -> str | None:
         previous, action = self._state, self._action
-        if state is None:
-            return "invalid"
         if previous is None:
             return "no_previous"
         if state.time <= previous.time:
@@ -204,14 +235,53 @@ class TransitionAssembler:
             return "action_gap"  # the action was old before s: the sim had stopped holding it
         return None
 
-    def _on_state(self, state: _StateRecord | None) -> Transition | None:
+    def _on_state(self, state: _StateRecord) -> tuple[Transition, ...]:
         reason = self._unpaired_reason(state)
         previous, self._state = self._state, state
+        if reason == "episode_start" and self._pending is not None and not self._awaiting_record:
+            terminated = self._ended.pop(self._pending_end, None)
+            if terminated is None:  # its record is still on its way: hold the transition for it
+                self._awaiting_record = True
+                self.unpaired[reason] += 1
+                return ()
+            return self._release(terminated) + self._count_unpaired(reason)
+        released = self._release(False) if self._pending is not None else ()
         if reason is not None:
-            self.unpaired[reason] += 1
-            return None
+            return released + self._count_unpaired(reason)
         reward = float(self.task.reward(previous.obs, self._action[0], state.obs))
-        return Transition(previous.obs, self._action[0], reward, state.obs, False)
+        self._pending = Transition(previous.obs, self._action[0], reward, state.obs, False)
+        self._pending_end = state.time
+        return released
+
+    def _count_unpaired(self, reason: str) -> tuple:
+        self.unpaired[reason] += 1
+        return ()
+
+    def _on_episode(self, record: dict) -> tuple[Transition, ...]:
+        """An episode record: the sim says whether its episode ended by termination (a crash: done)
+        or by the time limit (not done), and names the terminal state by its stamp."""
+        terminated = record.get("terminated") is True
+        stamp = record.get("stamp_ns")
+        if self.obs_from_pose is None:  # unstamped states: the record itself is the boundary
+            self._state = None
+            return self._release(terminated) if self._pending is not None else ()
+        if not isinstance(stamp, int):
+            return ()  # a record without the stamp (an older sim's): the end stays a time limit
+        if self._pending is not None and self._pending_end == stamp:
+            return self._release(terminated)
+        self._ended[stamp] = terminated  # came before its terminal state
+        while len(self._ended) > MAX_EARLY_RECORDS:
+            self._ended.pop(next(iter(self._ended)))
+        return ()
+
+    def _release(self, done: bool) -> tuple[Transition, ...]:
+        """The pending transition, with ``done`` when its s' ended an episode by termination."""
+        transition, self._pending, self._pending_end = self._pending, None, None
+        self._awaiting_record = False
+        if done:
+            self.terminal_transitions += 1
+            transition = Transition(transition.s, transition.a, transition.r, transition.s2, True)
+        return (transition,)
 
 
 @dataclass(frozen=True)
@@ -231,6 +301,9 @@ class BagRecorder:
         self.data_dir, self.topic_types, self.cfg, self._log = data_dir, dict(topic_types), cfg, log
         self._queue: queue.Queue = queue.Queue(maxsize=cfg.queue_size)
         self.written = self.dropped = self.bags = 0
+        self.write_errors = self.lost = 0  # failed disk operations; messages they lost
+        self._retry_at = self._error_logged_at = -math.inf
+        self._errors_logged, self._last_error = 0, None
         self._writer: Writer | None = None
         self._connections: dict = {}
         self._opened_at = self._bag_bytes = self._unflushed = 0
@@ -262,29 +335,65 @@ class BagRecorder:
                 item = self._queue.get(timeout=self.cfg.flush_interval_s)
             except queue.Empty:
                 item = ()  # nothing new: still flush a chunk that has grown old
+            written = self.written
             try:
                 if item is None:
                     self._close_bag()
-                    return
-                if item:
+                elif item and time.monotonic() < self._retry_at:
+                    self.lost += 1  # the disk failed less than WRITE_RETRY_S ago
+                elif item:
                     self._write(*item)
-                self._flush_if_due()
-            except Exception as error:  # a full disk must not end recording silently
-                self._log("error", f"replay: writing to {self.data_dir} failed: {error!r}")
+                if item is not None:
+                    self._flush_if_due()
+            except Exception as error:  # a full disk must not end recording, nor flood the log
+                self._write_failed(error, unwritten=int(bool(item)) - (self.written - written))
             finally:
                 if item != ():
                     self._queue.task_done()
+            if item is None:
+                self._log_write_errors(force=True)
+                return
+
+    def _write_failed(self, error: Exception, unwritten: int) -> None:
+        """Count the failure, drop the bag (its open chunk, and ``unwritten`` more messages, are
+        lost; its closed chunks are recovered on the next load) and pause writing for WRITE_RETRY_S."""
+        lost = self._unflushed + unwritten
+        self._abandon_bag()
+        self.written -= lost - unwritten
+        self.lost += lost
+        self.write_errors += 1
+        self._retry_at = time.monotonic() + WRITE_RETRY_S
+        self._last_error = error
+        self._log_write_errors()
+
+    def _log_write_errors(self, force: bool = False) -> None:
+        """One log line per WRITE_ERROR_LOG_PERIOD_S at most, with the counts so far."""
+        now = time.monotonic()
+        if self.write_errors > self._errors_logged and (force or now - self._error_logged_at >= WRITE_ERROR_LOG_PERIOD_S):
+            self._log("error", f"replay: writing to {self.data_dir} failed: {self._last_error!r} ({self.write_errors} "
+                               f"write errors, {self.lost} messages lost so far)")
+            self._error_logged_at, self._errors_logged = now, self.write_errors
+
+    def _abandon_bag(self) -> None:
+        """Drop the open bag without writing more to it (its file is closed; no footer)."""
+        writer, self._writer, self._unflushed = self._writer, None, 0
+        storage = getattr(writer, "storage", None)
+        try:
+            if storage is not None:
+                storage.bio.close()  # closes the file even when flushing what is buffered fails
+        except Exception:  # the disk is failing: the recovery on the next load reads what reached it
+            pass
 
     def _write(self, topic: str, timestamp_ns: int, data: bytes) -> None:
         if self._writer is not None and self._rotation_due():
             self._close_bag()
         if self._writer is None:
             self._open_bag()
-        self._writer.write(self._connections[topic], timestamp_ns, data)
+        self._oldest_unflushed = self._oldest_unflushed if self._unflushed else time.monotonic()
+        self._unflushed += 1  # from here on a failure loses it with the open chunk
         self.written += 1
         self._bag_bytes += len(data)
-        self._oldest_unflushed = self._oldest_unflushed if self._unflushed else time.monotonic()
-        self._unflushed += 1
+        self._writer.write(self._connections[topic], timestamp_ns, data)
 
     def _rotation_due(self) -> bool:
         return (self._bag_bytes >= self.cfg.max_bag_mb * 1e6
@@ -306,16 +415,16 @@ class BagRecorder:
 
     def _open_bag(self) -> None:
         self._writer = Writer(self._bag_path(), version=9, storage_plugin=StoragePlugin.MCAP)
+        self._opened_at, self._bag_bytes, self._unflushed = time.monotonic(), 0, 0
         self._writer.open()
         self._connections = {topic: self._writer.add_connection(topic, msgtype, typestore=typestore())
                              for topic, msgtype in self.topic_types.items()}
-        self._opened_at, self._bag_bytes, self._unflushed = time.monotonic(), 0, 0
         self.bags += 1
 
     def _close_bag(self) -> None:
         if self._writer is not None:
-            writer, self._writer = self._writer, None
-            writer.close()
+            self._writer.close()
+            self._writer, self._unflushed = None, 0
 
 
 # ---------------------------------------------------------------- reading and recovery
@@ -337,23 +446,35 @@ def bag_directories(data_dir: Path, log: Log) -> list[Path]:
 
 def read_bag(bag: Path, log: Log) -> Iterator[tuple[str, str, int, bytes]]:
     """(topic, message type, receive time ns, CDR bytes) of one bag in time order. A bag
-    that does not open (no ``metadata.yaml``: its writer was killed; or a damaged end) is
-    recovered first; a bag with nothing readable yields nothing and logs a warning."""
-    reader = _open_reader(bag)
-    if reader is None:
+    that does not open (no ``metadata.yaml``: its writer was killed; or a damaged end) or
+    whose messages do not all read (a damaged chunk) is recovered first: every complete
+    record is kept (``recover_bag``); a bag with nothing readable yields nothing and logs a
+    warning. Nothing raised by a damaged file escapes."""
+    messages = _read_messages(bag)
+    if messages is None:
         try:
             recovered = recover_bag(bag, log)
+            messages = _read_messages(bag) if recovered else None
         except Exception as error:  # whatever is wrong with one file must not stop the trainer
             log("warn", f"replay: skipping {bag.name}: its recovery failed: {error!r}")
             return
-        reader = _open_reader(bag) if recovered else None
-        if reader is None:
+        if messages is None:
+            if recovered:
+                log("warn", f"replay: skipping {bag.name}: its recovered copy does not read")
             return
+    yield from messages
+
+
+def _read_messages(bag: Path) -> list[tuple[str, str, int, bytes]] | None:
+    """Every message of a bag that rosbags opens and reads to the end (a bag is at most
+    ``max_bag_mb``), else None: one damaged chunk must not cost the chunks after it."""
+    reader = _open_reader(bag)
+    if reader is None:
+        return None
     try:
-        for connection, timestamp, data in reader.messages():
-            yield connection.topic, connection.msgtype, timestamp, bytes(data)
-    except Exception as error:  # rosbags raises several error types for damaged files
-        log("warn", f"replay: stopped reading the damaged bag {bag.name}: {error}")
+        return [(c.topic, c.msgtype, timestamp, bytes(data)) for c, timestamp, data in reader.messages()]
+    except Exception:  # rosbags raises several error types for damaged files
+        return None
     finally:
         reader.close()
 
@@ -368,22 +489,33 @@ def _open_reader(bag: Path) -> Reader | None:
 
 
 def recover_bag(bag: Path, log: Log) -> bool:
-    """Rewrite the complete chunks of a half-written MCAP bag as a closed bag of the same
-    name; False (bag left as it is) when nothing is readable."""
+    """Rewrite every complete message record of a half-written or damaged MCAP bag
+    (``mcap_scan``: complete records before a damaged one, and the intact chunks after it)
+    as a closed bag of the same name; False (bag left as it is) when nothing is readable.
+    The damage skipped is named in the warning; a channel whose message type rosbags does
+    not know (a damaged name) is dropped with its messages."""
     mcap = next(bag.glob("*.mcap"))
-    channels, messages = scan_unfinished_mcap(mcap.read_bytes())
+    channels, messages, damage = scan_unfinished_mcap(mcap.read_bytes())
     if not messages:
         log("warn", f"replay: skipping {bag.name}: it does not open and holds no complete chunk")
         return False
     partial = bag.with_name(bag.name + PARTIAL_SUFFIX)
     bag.rename(partial)
+    kept = 0
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connections = {cid: writer.add_connection(topic, msgtype, typestore=typestore())
-                       for cid, (topic, msgtype) in channels.items()}
+        connections = {}
+        for cid, (topic, msgtype) in channels.items():
+            try:
+                connections[cid] = writer.add_connection(topic, msgtype, typestore=typestore())
+            except Exception as error:  # rosbags refuses an unknown type or a duplicate topic
+                damage.append(f"channel {topic!r} ({msgtype!r}) dropped: {error}")
         for cid, timestamp, data in messages:
-            writer.write(connections[cid], timestamp, data)
+            if cid in connections:
+                writer.write(connections[cid], timestamp, data)
+                kept += 1
     shutil.rmtree(partial)
-    log("warn", f"replay: recovered {len(messages)} messages of the unfinished bag {bag.name}")
+    skipped = f"; damage skipped: {'; '.join(damage)}" if damage else ""
+    log("warn", f"replay: recovered {kept} messages of the unfinished bag {bag.name}{skipped}")
     return True
 
 
@@ -401,7 +533,12 @@ class ReplayBuffer:
     def __init__(self, cfg: TrainerConfig, task: Task, topics: ReplayTopics, log: Log):
         self.cfg, self.topics, self._log = cfg, topics, log
         self.data_dir = Path(cfg.data_dir).expanduser()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # a real write, so a read-only or full data_dir stops the trainer at start, not at its first bag
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.data_dir, prefix=".write-probe-"):
+                pass
+        except OSError as error:
+            raise ConfigError(f"trainer.data_dir {self.data_dir} is not writable: {error}") from error
         self.assembler = TransitionAssembler(task, topics, cfg.max_gap_s)
         self.transitions = 0
         self.loaded_messages = 0
@@ -415,27 +552,34 @@ class ReplayBuffer:
                 if types.get(topic) != msgtype:
                     continue  # another topic, or another task's state type
                 self.loaded_messages += 1
-                transition = self.assembler.feed(topic, timestamp, data)
-                if transition is not None:
-                    self.transitions += 1
-                    yield transition
+                transitions = self.assembler.feed(topic, timestamp, data).transitions
+                self.transitions += len(transitions)
+                yield from transitions
 
-    def record(self, topic: str, timestamp_ns: int, data: bytes) -> Transition | None:
-        """Queue a received message for the bag; returns the transition it completes, if any."""
+    def record(self, topic: str, timestamp_ns: int, data: bytes) -> tuple[Transition, ...]:
+        """Check a received message and queue it for the bag; returns the transitions it
+        released. A rejected message (``TransitionAssembler.feed``) is counted, never stored."""
+        fed = self.assembler.feed(topic, timestamp_ns, data)
+        if not fed.valid:
+            return ()
         if self.recorder is None:
             self.recorder = BagRecorder(self.data_dir, self.topics.types(), self.cfg, self._log)
         self.recorder.put(topic, timestamp_ns, data)
-        transition = self.assembler.feed(topic, timestamp_ns, data)
-        self.transitions += transition is not None
-        return transition
+        self.transitions += len(fed.transitions)
+        return fed.transitions
 
     def stats(self) -> dict[str, int]:
-        """Counters for the diagnostics: transitions, messages written / dropped, bags opened,
-        and ``replay_unpaired_<reason>``: states that completed no transition, by reason."""
+        """Counters for the diagnostics: transitions, messages written / dropped (queue full) /
+        lost (``replay_write_errors`` failed disk writes lost them), bags opened, and
+        ``replay_unpaired_<reason>``: states that completed no transition, by reason."""
         recorder = self.recorder
         return {"replay_transitions": self.transitions, "replay_loaded_messages": self.loaded_messages,
                 "replay_written": recorder.written if recorder else 0,
                 "replay_dropped": recorder.dropped if recorder else 0, "replay_bags": recorder.bags if recorder else 0,
+                "replay_write_errors": recorder.write_errors if recorder else 0,
+                "replay_lost": recorder.lost if recorder else 0,
+                "replay_terminal_transitions": self.assembler.terminal_transitions,
+                **{f"replay_rejected_{role}": n for role, n in sorted(self.assembler.rejected.items())},
                 **{f"replay_unpaired_{reason}": n for reason, n in sorted(self.assembler.unpaired.items())}}
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ and ``export(dir, version, provenance)`` writes a model bundle. Acting is separa
 learning, so the one-process loop (``loop_ros.train``) and the ROS trainer node (which
 only receives transitions) drive the same class.
 
-Algorithms (``ALGOS``): ``loop`` ARC; ``safe-loop`` safeARC; ``sac`` the SAC actor alone
+Algorithms (``ALGOS``): ``loop`` ARC (safeARC when ``safety.enabled``, as for the 'arc' controller:
+``config.controller_safety``); ``safe-loop`` safeARC; ``sac`` the SAC actor alone
 (sampled while exploring, its mean otherwise; no dynamics model is trained while learning);
 ``pets`` PETS-restricted (CEM over the model, no actor, no terminal value, no SAC).
 
@@ -29,16 +30,15 @@ zeroes subnormal weights in what it exports.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
 from loop_ros.core.arc import ArcPlanner, PlanResult
 from loop_ros.core.bundle import export_bundle
-from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
+from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig, controller_safety
 from loop_ros.core.ensemble import DynamicsEnsemble
 from loop_ros.core.sac import Sac, TransitionBuffer
 from loop_ros.core.tasks.base import Task
@@ -110,7 +110,7 @@ class LoopTrainer:
             raise ValueError(f"unknown algo '{algo}', known: {sorted(ALGOS)}")
         self.task, self.algo, self.controller, self.schedule = task, algo, ALGOS[algo], schedule
         self.arc = arc
-        self.safety = dataclasses.replace(safety, enabled=algo == "safe-loop")
+        self.safety = controller_safety(self.controller, safety)
         self.learns_model = algo != "sac"
         self.learns_values = algo != "pets"
         S, A = task.obs_dim, task.act_dim
@@ -178,16 +178,23 @@ class LoopTrainer:
             return False
         return self.fitted_at is None or self.steps - self.fitted_at >= self.ensemble.cfg.update_every
 
-    def refit_model_if_due(self) -> dict | None:
+    def refit_model_if_due(self, should_stop: Callable[[], bool] | None = None) -> dict | None:
         """Alg. 1 l.7: fit the ensemble when due; returns the fit's metrics, or None."""
-        return self.fit_model() if self.model_fit_due() else None
+        return self.fit_model(should_stop) if self.model_fit_due() else None
 
-    def fit_model(self) -> dict:
-        """Fit the ensemble on the whole replay buffer and plan with the new elites from now on."""
+    def fit_model(self, should_stop: Callable[[], bool] | None = None) -> dict:
+        """Fit the ensemble on the whole replay buffer and plan with the new elites from now on.
+
+        A fit that ``should_stop`` ends early (``interrupted`` in the metrics; the caller is
+        shutting down) does not count: the previous planning model stays, and the fit is still due.
+        """
         flush_denormals()
         data = self.buffer.arrays()
         max_seconds = self.schedule.fit_max_seconds or None
-        metrics = self.ensemble.fit(data["s"], data["a"], data["r"], data["s2"], self.rng, max_seconds=max_seconds)
+        metrics = self.ensemble.fit(data["s"], data["a"], data["r"], data["s2"], self.rng, max_seconds=max_seconds,
+                                    should_stop=should_stop)
+        if metrics["interrupted"]:
+            return metrics
         self.dynamics_module = self.ensemble.planning_module()
         self.fits, self.fitted_at = self.fits + 1, self.steps
         if self.learns_model:

@@ -177,7 +177,10 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
         Path(arguments.ready).touch()
     try:
         while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except Exception as error:  # noqa: BLE001 - e.g. rclpy failing to take a message: count, go on
+                node.count_callback_error("executor", error)
     finally:
         executor.shutdown(timeout_sec=2.0)
         summary = {**node.close(), "process_cpu_s": time.process_time()}  # every thread's CPU time

@@ -18,7 +18,6 @@ Run: ``python -m loop_ros.nodes.foxglove_bridge --ros-args --params-file config/
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 
@@ -28,23 +27,28 @@ from diagnostic_msgs.msg import DiagnosticArray
 from foxglove.channels import FrameTransformChannel, SceneUpdateChannel
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterEvent
-from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
-from loop_ros.core.replay import pose_from_odometry
+from loop_ros.core.odometry import pose_from_odometry
+from loop_ros.core.untrusted import MAX_ABS_VALUE, checked_episode
 from loop_ros.core.tasks import make_task, obs_from_pose_of
 from loop_ros.nodes import run_node
+from loop_ros.nodes.guarded_node import GuardedNode
 from loop_ros.nodes.foxglove_scene import body_transform, numeric_values, scene_update
-from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_vector
+from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_array
 from loop_ros.nodes.params import ParameterBinding, edited_configs
 
 SECTIONS = ("task", "safety", "foxglove")
 FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
+MAX_PATH_POSES = 1000
+"""Longest planned path shown (the planner's has horizon + 1 poses)."""
+MAX_DIAGNOSTICS_CHANNELS = 64
+"""Diagnostic statuses given a channel each; a peer cannot make the bridge open channels without end."""
 """The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 
 
@@ -53,7 +57,7 @@ def diagnostics_topic(status_name: str) -> str:
     return "/diagnostics/" + re.sub(r"[^A-Za-z0-9_/]+", "_", status_name.replace(": ", "/")).strip("/_")
 
 
-class FoxgloveBridgeNode(Node):
+class FoxgloveBridgeNode(GuardedNode):
     """Serves the planner's view (state, plan, constraints, diagnostics) to Foxglove."""
 
     def __init__(self, node_name: str = "foxglove_bridge"):
@@ -111,28 +115,35 @@ class FoxgloveBridgeNode(Node):
         self._log_json("/state", fields)
 
     def _on_plan(self, msg: Path) -> None:
+        if len(msg.poses) > MAX_PATH_POSES:
+            self._count_invalid("plan", f"planned path of {len(msg.poses)} poses (at most {MAX_PATH_POSES})")
+            return
         xy = np.array([(p.pose.position.x, p.pose.position.y) for p in msg.poses], dtype=float).reshape(-1, 2)
-        if not np.all(np.isfinite(xy)):
-            self._count_invalid("plan", "non-finite planned path")
+        if not np.all(np.isfinite(xy)) or np.any(np.abs(xy) > MAX_ABS_VALUE):
+            self._count_invalid("plan", "non-finite or huge planned path")
             return
         self._plan_xy = xy
 
     def _on_action(self, msg: Float64MultiArray) -> None:
-        action = checked_vector(msg, self.task.act_dim)
+        action = checked_array(msg, self.task.act_dim)
         if action is None:
             self._count_invalid("action", "non-finite or wrong-sized action")
             return
         self._log_json("/action", {"action": action.tolist()})
 
     def _on_episode(self, msg: String) -> None:
-        try:
-            self._log_json("/episode", json.loads(msg.data))
-        except (ValueError, TypeError):
+        record = checked_episode(msg.data)
+        if record is None:
             self._count_invalid("episode", "episode message that is not a JSON object")
+            return
+        self._log_json("/episode", record)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
             topic = diagnostics_topic(status.name)
+            if topic not in self.diagnostics_channels and len(self.diagnostics_channels) >= MAX_DIAGNOSTICS_CHANNELS:
+                self._count_invalid("diagnostics", f"more than {MAX_DIAGNOSTICS_CHANNELS} diagnostic statuses")
+                continue
             if topic not in self.diagnostics_channels:
                 self.diagnostics_channels[topic] = foxglove.Channel(topic)
             level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
@@ -172,6 +183,7 @@ class FoxgloveBridgeNode(Node):
     def summary(self) -> dict:
         """The server's port, messages sent per channel, inputs not shown, and the geometry shown."""
         return {"port": self.port, "sent": dict(sorted(self.sent.items())), "invalid": dict(self.invalid),
+                "callback_errors": dict(self.callback_errors),
                 "safety_updates": self.safety_updates,
                 "safety": {"keep_in_radius": self.safety.keep_in_radius, "obstacles": list(self.safety.obstacles)}}
 

@@ -5,7 +5,6 @@ The core works with the world-frame pose ``(x, y, yaw, vx_world, vy_world, yaw_r
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -14,26 +13,25 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import Float64MultiArray
 
+from loop_ros.core.odometry import odometry_fields
+from loop_ros.core.untrusted import checked_vector
+
 ODOM_FRAME = "odom"
 BODY_FRAME = "base_link"
-QUATERNION_NORM_TOLERANCE = 1e-3
 
 
 def odometry_from_pose(pose: Iterable[float], stamp, frame_id: str = ODOM_FRAME,
                        child_frame_id: str = BODY_FRAME) -> Odometry:
-    """World pose (x, y, yaw, vx_world, vy_world, yaw_rate) -> Odometry, twist rotated into the body."""
-    x, y, yaw, vx_world, vy_world, yaw_rate = (float(v) for v in pose)
+    """World pose (x, y, yaw, vx_world, vy_world, yaw_rate) -> Odometry (``core.odometry``)."""
+    fields = odometry_fields(pose)
     msg = Odometry()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.child_frame_id = child_frame_id
-    msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
-    msg.pose.pose.orientation.z = math.sin(0.5 * yaw)
-    msg.pose.pose.orientation.w = math.cos(0.5 * yaw)
-    cos_yaw, sin_yaw = math.cos(yaw), math.sin(yaw)
-    msg.twist.twist.linear.x = cos_yaw * vx_world + sin_yaw * vy_world
-    msg.twist.twist.linear.y = -sin_yaw * vx_world + cos_yaw * vy_world
-    msg.twist.twist.angular.z = yaw_rate
+    msg.pose.pose.position.x, msg.pose.pose.position.y = fields["x"], fields["y"]
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = fields["qz"], fields["qw"]
+    msg.twist.twist.linear.x, msg.twist.twist.linear.y = fields["v_long"], fields["v_lat"]
+    msg.twist.twist.angular.z = fields["yaw_rate"]
     return msg
 
 
@@ -43,12 +41,9 @@ def float_array(values: Iterable[float]) -> Float64MultiArray:
     return msg
 
 
-def checked_vector(msg: Float64MultiArray, size: int) -> np.ndarray | None:
-    """``msg.data`` as a float64 ``(size,)`` array, or None when the size is wrong or a value is not finite."""
-    values = np.asarray(msg.data, dtype=float)
-    if values.shape != (size,) or not np.all(np.isfinite(values)):
-        return None
-    return values
+def checked_array(msg: Float64MultiArray, size: int) -> np.ndarray | None:
+    """``msg.data`` checked as ``core.untrusted.checked_vector`` does (None: wrong size, not finite, too large)."""
+    return checked_vector(msg.data, size)
 
 
 def path_from_positions(positions: np.ndarray, stamp, frame_id: str = ODOM_FRAME) -> Path:

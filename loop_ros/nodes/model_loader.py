@@ -8,18 +8,27 @@ up to 84 ms, 10 ms of it computing. Building the ONNX Runtime sessions from thos
 (mostly C++ that releases the GIL) runs in this loader's thread, niced, so it yields the
 cores to planning. The planner keeps planning with the old model meanwhile. The newest
 request wins; a bad bundle is counted and the old model keeps running.
+
+Trust (``core.signing``): bundle bytes (the ``model`` topic) are accepted only with a valid
+Ed25519 signature from a key in ``trusted_keys`` and a version strictly newer than the active
+model's; the preparer checks both before it verifies anything, so an untrusted bundle costs
+a tar parse and one signature check. A bundle directory (``task.bundle``, chosen by the user)
+needs no signature and may hold any version. A ``runtime.*`` edit rebuilds the sessions of
+the active model, not of the directory: an online-trained model stays.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import threading
+from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_bytes, bundle_from_files, read_bundle, verify_bundle
 from loop_ros.core.config import RuntimeConfig
 from loop_ros.core.runtime import ModelHolder, OrtPlanningModel, fused_graphs
+from loop_ros.core.signing import BundleRefused, load_trusted_keys, public_key_bytes, verify_bundle_trust
 from loop_ros.nodes import lower_thread_priority
 
 LOADER_NICE = 10
@@ -29,13 +38,36 @@ PREPARE_TIMEOUT_S = 60.0
 """A preparer that has not answered by then is killed and the bundle refused."""
 
 FusedKey = tuple[int, "str | None"]  # (horizon, terminal kind) of the planner's fused graphs
+Trust = tuple[dict, "int | None"]  # (trusted key id -> raw public key, the active model's version)
+INVALID, REBUILD_FAILED = "invalid", "rebuild_failed"
+"""Reasons counted besides ``core.signing.REFUSALS``: a bundle that fails verification (or whose
+sessions cannot be built), and a failed rebuild of the active model for a runtime edit."""
 
 
-def prepare_bundle(kind: str, source, expected: dict, fused: FusedKey | None) -> tuple[dict, tuple[bytes, bytes] | None]:
-    """Read (``kind`` 'directory' or 'bytes'), verify and compose: (the bundle's files, the
-    fused rollout and actor-prior graphs for ``fused`` or None). Raises ``BundleError``."""
-    bundle = read_bundle(source) if kind == "directory" else bundle_from_bytes(source)
-    verify_bundle(bundle, expected)
+def trusted_public_keys(paths: Iterable[str]) -> dict[str, bytes]:
+    """Key id -> raw public key of the PEMs of ``security.trusted_keys`` (``SigningError``, a
+    ``ConfigError``, on a bad file)."""
+    return {kid: public_key_bytes(key) for kid, key in load_trusted_keys(paths).items()}
+
+
+def prepare_bundle(kind: str, source, expected: dict, fused: FusedKey | None,
+                   trust: Trust | None = None) -> tuple[dict, tuple[bytes, bytes] | None]:
+    """Read, check and compose: (the bundle's files, the fused rollout and actor-prior graphs
+    for ``fused`` or None). Raises ``BundleError`` (``BundleRefused`` for trust).
+
+    ``kind``: 'directory' (a path: read and verified), 'bytes' (from the topic: the signature
+    and version are checked against ``trust`` first, then verified; required) or 'rebuild'
+    (the files of the active model, verified when it was loaded: only composed).
+    """
+    if kind == "rebuild":
+        bundle = bundle_from_files(dict(source))
+    else:
+        bundle = read_bundle(source) if kind == "directory" else bundle_from_bytes(source)
+        if kind == "bytes":
+            if trust is None:
+                raise BundleError("bundle bytes need the trusted keys and active version to be checked against")
+            verify_bundle_trust(bundle, *trust)
+        verify_bundle(bundle, expected)
     try:
         graphs = None if fused is None else fused_graphs(bundle, *fused)
     except Exception as error:  # a graph that verifies but does not compose is still unusable
@@ -54,7 +86,8 @@ def _serve(connection) -> None:
         try:
             connection.send(("ok", prepare_bundle(*request)))
         except Exception as error:  # noqa: BLE001 - every failure is an answer, never a dead child
-            connection.send(("error", str(error) if isinstance(error, BundleError) else repr(error)))
+            connection.send(("error", (str(error) if isinstance(error, BundleError) else repr(error),
+                                       getattr(error, "reason", INVALID))))
 
 
 class BundlePreparer:
@@ -65,10 +98,11 @@ class BundlePreparer:
         self._process = None
         self._connection = None
 
-    def prepare(self, kind: str, source, expected: dict, fused: FusedKey | None) -> tuple[dict, tuple | None]:
+    def prepare(self, kind: str, source, expected: dict, fused: FusedKey | None,
+                trust: Trust | None = None) -> tuple[dict, tuple | None]:
         if self._process is None or not self._process.is_alive():
             self._start()
-        self._connection.send((kind, str(source) if kind == "directory" else source, expected, fused))
+        self._connection.send((kind, str(source) if kind == "directory" else source, expected, fused, trust))
         if not self._connection.poll(PREPARE_TIMEOUT_S):
             self.close()
             raise BundleError(f"the bundle preparer did not answer within {PREPARE_TIMEOUT_S:.0f} s")
@@ -78,7 +112,8 @@ class BundlePreparer:
             self.close()
             raise BundleError("the bundle preparer died while preparing") from error
         if status != "ok":
-            raise BundleError(payload)
+            message, reason = payload
+            raise BundleError(message) if reason == INVALID else BundleRefused(reason, message)
         return payload
 
     def _start(self) -> None:
@@ -108,7 +143,10 @@ class ModelLoader:
     so its fused graphs are composed before the swap (in the plan worker they took 80-120 ms
     and cost 4-6 deadline misses per swap); ``on_swapped()`` runs after each swap;
     ``log(level, text)`` reports what happened. ``status`` describes the model in use for
-    the diagnostics; ``errors`` counts bad bundles.
+    the diagnostics; ``errors`` counts bad bundles, ``rejections`` them by reason
+    (``core.signing.REFUSALS``, ``INVALID``, ``REBUILD_FAILED``). ``trusted_keys`` (key id ->
+    raw public key, ``trusted_public_keys``) is set by the planner at start; empty, every
+    bundle from the topic is refused.
     """
 
     def __init__(self, holder: ModelHolder, expected: dict, on_swapped: Callable[[], None],
@@ -117,10 +155,14 @@ class ModelLoader:
         self._on_swapped, self._log, self._fused_key = on_swapped, log, fused_key
         self._preparer = BundlePreparer()
         self._cond = threading.Condition()
-        self._request: tuple[str, object, RuntimeConfig] | None = None
+        self._request: tuple[str, object, RuntimeConfig] | None = None  # the newest model to load
+        self._rebuild: RuntimeConfig | None = None  # the runtime the active model is to be rebuilt with
         self._stopping = False
+        self.trusted_keys: dict[str, bytes] = {}
+        self._active: tuple[str, RuntimeConfig] | None = None  # (origin, runtime) of the model swapped in last
         self.status = "no model"
         self.errors = 0
+        self.rejections: Counter[str] = Counter()
         self.last_error: str | None = None  # why the newest bundle was rejected; None after a swap
         self.busy = False  # a bundle is being loaded now
         self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
@@ -130,13 +172,24 @@ class ModelLoader:
     def pending(self) -> bool:
         """A bundle is waiting or being loaded."""
         with self._cond:
-            return self.busy or self._request is not None
+            return self.busy or self._request is not None or self._rebuild is not None
 
     def load_directory(self, directory: Path, runtime: RuntimeConfig) -> None:
         self._submit(("directory", directory, runtime))
 
     def load_bytes(self, data: bytes, runtime: RuntimeConfig) -> None:
         self._submit(("bytes", data, runtime))
+
+    def rebuild(self, runtime: RuntimeConfig) -> None:
+        """Rebuild the active model's sessions with ``runtime`` (a ``runtime.*`` edit), same
+        version, no trust checks (it is the active model). It never displaces a model waiting to
+        be loaded: that one takes ``runtime`` instead, and the rebuild runs after it (skipped when
+        the model then active was built with ``runtime``)."""
+        with self._cond:
+            self._rebuild = runtime
+            if self._request is not None:
+                self._request = (*self._request[:2], runtime)
+            self._cond.notify()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         with self._cond:
@@ -154,10 +207,13 @@ class ModelLoader:
         lower_thread_priority(LOADER_NICE)
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._request is not None)
+                self._cond.wait_for(lambda: self._stopping or self._request is not None or self._rebuild is not None)
                 if self._stopping:
                     return
-                request, self._request = self._request, None
+                if self._request is not None:
+                    request, self._request = self._request, None
+                else:
+                    request, self._rebuild = ("rebuild", None, self._rebuild), None
                 self.busy = True  # under the lock, so ``pending`` never reads a gap
             try:
                 self._load(*request)
@@ -170,22 +226,42 @@ class ModelLoader:
                 self.status = f"no model: no bundle at {source}"
             self._log("warn", f"no model bundle at {source}; publishing the safe action until one arrives")
             return
-        origin = str(source) if kind == "directory" else "the model topic"
+        active = self.holder.current
+        if kind == "rebuild":
+            if active is None or self._active is None or self._active[1] == runtime:
+                return  # nothing to rebuild, or the active model already runs with ``runtime``
+            source = active.bundle.files
+        origin = {"directory": str(source), "bytes": "the model topic"}.get(kind) or self._active[0]
         fused = self._fused_key()
+        trust = (dict(self.trusted_keys), self.holder.version) if kind == "bytes" else None
         try:
-            files, graphs = self._preparer.prepare(kind, source, self.expected, fused)
+            files, graphs = self._preparer.prepare(kind, source, self.expected, fused, trust)
             model = OrtPlanningModel(bundle_from_files(files), runtime)
             if graphs is not None:
                 model.load_fused(*fused, *graphs)
         except Exception as error:  # noqa: BLE001 - whatever a bad bundle raises, the node keeps running
-            self.errors += 1
-            self.last_error = f"bad bundle from {origin} rejected: {error}"
-            if self.holder.current is None:
-                self.status = "no model: " + self.last_error
-            self._log("error", self.last_error + (" (keeping the old model)" if self.holder.current else ""))
+            self._refused(kind, origin, error)
             return
         self.holder.swap(model)
+        self._active = (origin, runtime)
         self.last_error = None
-        self.status = f"model version {model.version} from {origin} on {model.providers[0]}"
+        rebuilt = f" (sessions rebuilt for runtime {runtime.device}, {runtime.intra_op_threads} threads)"
+        self.status = (f"model version {model.version} from {origin} on {model.providers[0]}"
+                       + (rebuilt if kind == "rebuild" else ""))
         self._log("info", self.status)
         self._on_swapped()
+
+    def _refused(self, kind: str, origin: str, error: Exception) -> None:
+        """Count and report a load that failed; the active model (if any) stays."""
+        self.errors += 1
+        reason = REBUILD_FAILED if kind == "rebuild" else getattr(error, "reason", INVALID)
+        self.rejections[reason] += 1
+        if kind == "rebuild":
+            self.last_error = f"rebuilding the model from {origin} for the runtime edit failed: {error}"
+        elif isinstance(error, BundleRefused):
+            self.last_error = f"bundle from {origin} refused: {error}"
+        else:
+            self.last_error = f"bad bundle from {origin} rejected: {error}"
+        if self.holder.current is None:
+            self.status = "no model: " + self.last_error
+        self._log("error", self.last_error + (" (keeping the old model)" if self.holder.current else ""))

@@ -53,7 +53,8 @@ def declare_sections(node: Node, sections: Iterable[str], read_only: Iterable[st
     """Declare ``<section>.<field>`` for every field; values from the params file, else defaults.
 
     An empty-list default is declared by type: rclpy would infer BYTE_ARRAY from ``[]``, and
-    the rcl YAML parser reads ``[]`` as "not set", so such a field is then set explicitly.
+    the rcl YAML parser reads ``[]`` as "not set", so such a field is then set explicitly (a
+    read-only one is declared writable for that, then made read-only).
     """
     read_only = set(read_only)
     for section in sections:
@@ -63,7 +64,7 @@ def declare_sections(node: Node, sections: Iterable[str], read_only: Iterable[st
             ptype = parameter_type(section, field.name)
             default = _field_default(field, ptype)
             descriptor = ParameterDescriptor(
-                description=docs.get(field.name, ""), read_only=name in read_only)
+                description=docs.get(field.name, ""), read_only=name in read_only and default != [])
             try:
                 declared = node.declare_parameter(name, default if default != [] else ptype, descriptor)
             except InvalidParameterTypeException as err:
@@ -73,6 +74,9 @@ def declare_sections(node: Node, sections: Iterable[str], read_only: Iterable[st
                 result = node.set_parameters([Parameter(name, ptype, default)])[0]
                 if not result.successful:
                     raise ConfigError(f"{name}: cannot set its default: {result.reason}")
+            if name in read_only and not descriptor.read_only:
+                node.set_descriptor(name, ParameterDescriptor(description=descriptor.description, type=ptype.value,
+                                                              read_only=True))
 
 
 def _field_default(field: dataclasses.Field, ptype: Parameter.Type) -> Any:
@@ -106,7 +110,9 @@ def edited_configs(configs: Mapping[str, Any], edits: Mapping[str, Any]) -> Conf
     for section, fields in changes.items():
         try:
             updated[section] = dataclasses.replace(configs[section], **fields)
-        except TypeError as err:  # a field name the dataclass does not have
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:  # a field the dataclass does not have, a value of the wrong type
             raise ConfigError(f"{section}: {err}") from err
     return updated
 

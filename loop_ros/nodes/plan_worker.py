@@ -267,14 +267,17 @@ class PlanWorker:
         self.planning_since = time.monotonic()
         start, times_before = time.perf_counter(), thread_times()
         try:
-            result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng)
+            result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng,
+                                  explore=self.configs["task"].explore)
         finally:
             self.planning_since = None
         latency, times_after = time.perf_counter() - start, thread_times()
         cpu_s, runnable_s = (None, None) if times_before is None else np.subtract(times_after, times_before).tolist()
         action = np.asarray(result.action, dtype=np.float64)
-        if action.shape != (self.task.act_dim,) or not np.all(np.isfinite(action)):
-            raise ValueError(f"planner returned a non-finite or misshapen action {action}")
+        if action.shape != (self.task.act_dim,) or not np.all(np.isfinite(action)) \
+                or not np.all(np.isfinite(result.mean_actions)):
+            planner.reset()  # heal: the next plan starts from the prior, not from this one
+            raise ValueError(f"planner returned a non-finite or misshapen plan (action {action})")
         actor = planner.model.actor(sample.obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
         seq = self.latest_plan.seq + 1 if self.latest_plan is not None else 0
         plan = Plan(seq, sample, action, result.mean_actions, dict(result.metrics), latency,

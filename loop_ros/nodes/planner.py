@@ -17,24 +17,25 @@ from collections import Counter, deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry, Path
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.arc import fused_graph_key
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task, obs_from_pose_of
+from loop_ros.core.odometry import pose_from_odometry
+from loop_ros.core.untrusted import checked_episode
 from loop_ros.nodes import StartGate, data_path, run_node
-from loop_ros.core.replay import pose_from_odometry
-from loop_ros.nodes.messages import checked_vector, diagnostics, float_array, path_from_positions
-from loop_ros.nodes.model_loader import ModelLoader
+from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.nodes.messages import checked_array, diagnostics, float_array, path_from_positions
+from loop_ros.nodes.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
 from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES, PlanWorker,
                                         StateSample, held_action, plan_time_breakdown, tick_source)
 
-SECTIONS = ("arc", "safety", "runtime", "task")
-FIXED = ("task.name", "task.control_rate_hz")
+SECTIONS = ("arc", "safety", "runtime", "task", "security")
+FIXED = ("task.name", "task.control_rate_hz", "security.signing_key", "security.trusted_keys")
 DIAGNOSTICS_PERIOD_S = 1.0
 PATH_PERIOD_S = 0.1
 SWAP_TICKS = 3
@@ -54,7 +55,7 @@ def state_reader(task):
     """(message type, msg -> obs (S,) or None) for the task's ``state`` topic."""
     obs_from_pose = obs_from_pose_of(task.name)
     if obs_from_pose is None:
-        return Float64MultiArray, lambda msg: checked_vector(msg, task.obs_dim)
+        return Float64MultiArray, lambda msg: checked_array(msg, task.obs_dim)
 
     def from_odometry(msg):
         pose = pose_from_odometry(msg)
@@ -63,7 +64,15 @@ def state_reader(task):
     return Odometry, from_odometry
 
 
-class PlannerNode(Node):
+def bundle_expectations(task) -> dict:
+    """What a bundle's manifest must say to be planned with for ``task``: its name, dims and action
+    bounds (a bundle whose actor was trained for other bounds would command what the robot cannot)."""
+    return {"task": task.name, "obs_dim": task.obs_dim, "act_dim": task.act_dim,
+            "action_low": np.asarray(task.action_low, dtype=float).tolist(),
+            "action_high": np.asarray(task.action_high, dtype=float).tolist()}
+
+
+class PlannerNode(GuardedNode):
     """ARC / safeARC planning in a worker thread behind a fixed-rate action timer."""
 
     def __init__(self, node_name: str = "planner"):
@@ -71,14 +80,18 @@ class PlannerNode(Node):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
-        self.safe_action = np.asarray(self.task.safe_action(), dtype=float)
+        self.action_low = np.asarray(self.task.action_low, dtype=float)
+        self.action_high = np.asarray(self.task.action_high, dtype=float)
+        self.safe_action = np.clip(np.asarray(self.task.safe_action(), dtype=float), self.action_low, self.action_high)
         self.holder = ModelHolder()
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
-        self.loader = ModelLoader(self.holder, {"task": self.task.name, "obs_dim": self.task.obs_dim,
-                                                "act_dim": self.task.act_dim}, self.worker.wake, self._log,
+        self.loader = ModelLoader(self.holder, bundle_expectations(self.task), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
         self.counts: Counter[str] = Counter()
         self.invalid_states = 0
+        self.rejected_inputs: Counter[str] = Counter()  # messages refused at the trust boundary, by topic
+        self.unbounded_actions = 0  # actions that had to be clipped into the bounds or replaced (non-finite)
+        self._plan_errors_reported = 0
         self._state: StateSample | None = None
         self._state_invalid = False
         self._last_plan_seq = -1
@@ -86,6 +99,7 @@ class PlannerNode(Node):
         self._first_tick = self._last_tick = 0.0
         self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
         self.swap_misses = 0
+        self.swap_log: list[dict] = []  # when each model began to be used (wall time), and its version
         self.misses: list[dict] = []  # circumstances of the first MISSES_KEPT deadline misses
         self.stale_periods: list[dict] = []  # the first MISSES_KEPT runs of stale ticks
         self._stale_period: dict | None = None  # the run going on, when one is
@@ -108,7 +122,7 @@ class PlannerNode(Node):
         self.plan_pub = self.create_publisher(Path, "plan", 1)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(state_type, "state", self._on_state, LATEST_ONLY)
-        self.create_subscription(String, "episode", lambda _: self.worker.request_reset(), 10)
+        self.create_subscription(String, "episode", self._on_episode, 10)
         self.create_subscription(UInt8MultiArray, "model", self._on_model, MODEL_QOS)
         self.create_timer(1.0 / rate_hz, self._on_tick)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
@@ -135,6 +149,7 @@ class PlannerNode(Node):
             action = self._actor_action(model, state.obs)
         if source == ACTOR:
             self._record_miss(now, plan)
+        action = self._bounded(action)
         self._track_stale(now, state, timeout, source == STALE)
         self.action_pub.publish(float_array(action))
         self.worker.applied_action = np.asarray(action, np.float32)
@@ -176,23 +191,38 @@ class PlannerNode(Node):
         if model is not self._tick_model:
             self._ticks_since_swap = 0 if self._tick_model is not None else SWAP_TICKS
             self._tick_model = model
+            if model is not None:
+                self.swap_log.append({"wall_time": time.time(), "version": model.version})
         self.swap_misses += missed and self._ticks_since_swap < SWAP_TICKS
         self._ticks_since_swap += 1
 
     def _actor_action(self, model, obs: np.ndarray) -> np.ndarray:
-        action = model.actor(obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
-        return action if np.all(np.isfinite(action)) else self.safe_action
+        return model.actor(obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
+
+    def _bounded(self, action) -> np.ndarray:
+        """Every published action lies in the task's bounds: clipped there, or the safe action
+        when it is not finite (a bad model's output must never reach the robot)."""
+        action = np.asarray(action, dtype=float)
+        if action.shape != self.action_low.shape or not np.all(np.isfinite(action)):
+            self.unbounded_actions += 1
+            return self.safe_action
+        clipped = np.clip(action, self.action_low, self.action_high)
+        self.unbounded_actions += bool(np.any(clipped != action))
+        return clipped
 
     def _on_state(self, msg) -> None:
         obs = self._obs_from_msg(msg)
+        # Checked again as the float32 the networks see: a finite float64 may not be one.
+        obs = None if obs is None else np.asarray(obs, dtype=np.float32)
         if obs is None or obs.shape != (self.task.obs_dim,) or not np.all(np.isfinite(obs)):
             self._state_invalid = True
             self.invalid_states += 1
-            self.get_logger().warning("invalid state (non-finite or wrong size) ignored; publishing the safe action",
-                                      throttle_duration_sec=2.0)
+            self.rejected_inputs["state"] += 1
+            self.get_logger().warning("invalid state (not finite, too large, wrong size or no unit quaternion) "
+                                      "ignored; publishing the safe action", throttle_duration_sec=1.0)
             return
         seq = self._state.seq + 1 if self._state is not None else 0
-        self._state = StateSample(obs.astype(np.float32), time.monotonic(), seq)
+        self._state = StateSample(obs, time.monotonic(), seq)
         self._state_invalid = False
         self.worker.offer_state(self._state)
 
@@ -203,11 +233,22 @@ class PlannerNode(Node):
         self._load_bundle(configs)
 
     def _load_bundle(self, configs: dict) -> None:
-        """(Re)load the bundle directory when its path or the runtime settings changed."""
-        source = (configs["task"].bundle, configs["runtime"])
-        if source != self._bundle_source:
-            self._bundle_source = source
-            self.loader.load_directory(data_path(configs["task"].bundle), configs["runtime"])
+        """At start: load the trusted keys (``security.trusted_keys``, fixed; a bad file is a
+        ``ConfigError``) and the bundle directory. Then reload the directory only when
+        ``task.bundle`` changed; a ``runtime.*`` edit rebuilds the sessions of the model in use,
+        so an online-trained model is not rolled back to the directory's."""
+        bundle, runtime = configs["task"].bundle, configs["runtime"]
+        previous, self._bundle_source = self._bundle_source, (bundle, runtime)
+        if previous is None:
+            self.loader.trusted_keys = trusted_public_keys(configs["security"].trusted_keys)
+            self._log("info" if self.loader.trusted_keys else "warn",
+                      f"models from the model topic are accepted signed by key(s) {sorted(self.loader.trusted_keys)}"
+                      if self.loader.trusted_keys else
+                      "security.trusted_keys is empty: every model from the model topic will be refused")
+        if previous is None or bundle != previous[0]:
+            self.loader.load_directory(data_path(bundle), runtime)
+        elif runtime != previous[1]:
+            self.loader.rebuild(runtime)
 
     def _missing_input(self) -> str | None:
         if self._state is None and not self._state_invalid:
@@ -220,6 +261,14 @@ class PlannerNode(Node):
         """(horizon, terminal kind) of the fused graphs the plan worker's settings need."""
         configs = self.worker.configs
         return fused_graph_key(configs["arc"], configs["task"].controller)
+
+    def _on_episode(self, msg: String) -> None:
+        """A new episode began: the warm start is forgotten (only for a well-formed episode record)."""
+        if checked_episode(msg.data) is None:
+            self.rejected_inputs["episode"] += 1
+            self.get_logger().warning("invalid episode record (not one JSON object) ignored", throttle_duration_sec=1.0)
+            return
+        self.worker.request_reset()
 
     def _on_model(self, msg: UInt8MultiArray) -> None:
         self.loader.load_bytes(bytes(msg.data), self.params.configs["runtime"])
@@ -252,7 +301,12 @@ class PlannerNode(Node):
             "ticks_by_source": {source: self.counts[source] for source in TICK_SOURCES},
             "model_version": self.holder.version,
             "model_swaps": self.holder.swaps,
+            "swap_log": list(self.swap_log),
             "bundle_errors": self.loader.errors,
+            "bundle_rejections": dict(self.loader.rejections),
+            "rejected_inputs": dict(self.rejected_inputs),
+            "unbounded_actions": self.unbounded_actions,
+            "callback_errors": dict(self.callback_errors),
             "controller": self.params.configs["task"].controller,
         }
         summary.update(self.worker.stats.snapshot())
@@ -263,6 +317,7 @@ class PlannerNode(Node):
         values.pop("ticks_by_source")
         values.pop("deadline_miss_details")
         values.pop("stale_periods")
+        values.pop("swap_log")
         safety = self.worker.configs["safety"]
         values.update({"safety.enabled": safety.enabled, "safety.keep_in_radius": safety.keep_in_radius,
                        "safety.d0": safety.d0, "model_status": self.loader.status,
@@ -271,6 +326,11 @@ class PlannerNode(Node):
         if accepted is not None:
             values["last_edit_applied_after_ms"] = (applied - accepted) * 1e3 if applied >= accepted else "pending"
         level, message = DiagnosticStatus.OK, "planning"
+        plan_errors = values["plan_errors"]
+        if plan_errors > self._plan_errors_reported or self.callback_errors:
+            level, message = DiagnosticStatus.WARN, (f"{plan_errors} plan errors, {sum(self.callback_errors.values())} "
+                                                     "callback errors so far (see the log)")
+        self._plan_errors_reported = plan_errors
         if self.holder.current is None:
             level = DiagnosticStatus.ERROR if self.loader.errors else DiagnosticStatus.WARN
             message = self.loader.status

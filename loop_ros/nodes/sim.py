@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from nav_msgs.msg import Odometry
-from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
 from loop_ros.nodes import StartGate, run_node
-from loop_ros.nodes.messages import checked_vector, odometry_from_pose
+from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.nodes.messages import checked_array, odometry_from_pose
 from loop_ros.nodes.params import ParameterBinding
 
 SECTIONS = ("task", "safety", "sim")
@@ -58,7 +58,7 @@ class EpisodeStats:
                 "steps": self.steps, "terminated": self.terminated}
 
 
-class SimNode(Node):
+class SimNode(GuardedNode):
     """Real-time RC car simulation behind ``state`` / ``action`` topics."""
 
     def __init__(self, node_name: str = "sim"):
@@ -93,10 +93,14 @@ class SimNode(Node):
         self.env.episode_steps = configs["sim"].episode_steps
 
     def _on_action(self, msg: Float64MultiArray) -> None:
-        action = checked_vector(msg, len(self.safe_action))
+        action = checked_array(msg, len(self.safe_action))
+        task = self.env.task
+        if action is not None and (np.any(action < task.action_low) or np.any(action > task.action_high)):
+            action = None  # a command beyond the actuator's range is a faulty sender's: not applied
         if action is None:
             self.invalid_actions += 1
-            self.get_logger().warning("invalid action (non-finite or wrong size): braking", throttle_duration_sec=2.0)
+            self.get_logger().warning("invalid action (not finite, wrong size or out of bounds): braking",
+                                      throttle_duration_sec=1.0)
         self._action = action
         self._action_received = time.monotonic()
 
@@ -121,14 +125,17 @@ class SimNode(Node):
         if terminated or truncated:
             # The next episode's first state goes out in the same tick with the same stamp:
             # the trainer tells the boundary from the stamps alone (core.replay).
-            self._end_episode(terminated)
+            self._end_episode(terminated, stamp)
             self.state_pub.publish(odometry_from_pose(self.env.pose(), stamp))
         self._first_tick = self._first_tick or now
         self._last_tick = now
 
-    def _end_episode(self, terminated: bool) -> None:
+    def _end_episode(self, terminated: bool, stamp) -> None:
         self.current.terminated = terminated
-        stats = self.current.as_dict()
+        # The terminal state's stamp: the trainer pairs this record with that state, to tell a
+        # termination (done) from a time limit (core.replay).
+        stats = {**self.current.as_dict(), "stamp_ns": int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+                 "wall_time": time.time()}  # when it ended, to line episodes up with the other nodes' events
         self.episodes.append(stats)
         self.episode_pub.publish(String(data=json.dumps(stats)))
         self.current = EpisodeStats(episode=self.current.episode + 1)
@@ -147,6 +154,7 @@ class SimNode(Node):
             "mean_speed": self._total_speed / max(self._total_steps, 1),
             "braked_ticks": self.braked_ticks,
             "invalid_actions": self.invalid_actions,
+            "callback_errors": dict(self.callback_errors),
         }
 
     def close(self) -> dict:

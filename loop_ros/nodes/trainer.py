@@ -6,8 +6,11 @@ planner started later still gets the newest) and ``/diagnostics``. Every message
 is recorded into rosbag2 bags in ``trainer.data_dir`` (``core.replay``, bytes as received),
 and the transitions rebuilt from them go to the learning thread (``training_worker``), which
 drives the same ``LoopTrainer`` as ``loop-ros train``. At start every bag in ``data_dir``
-is loaded first. Parameters: the task, arc, safety, ensemble, sac and trainer sections,
-read at start (all read-only).
+is loaded first. Each published bundle is signed with ``security.signing_key`` (Ed25519,
+``core.signing``), and its version is above both the last one published from ``data_dir``
+and the planner's starting bundle (``task.bundle``): a planner refuses a model that is not
+newer than its own. Parameters: the task, arc, safety, ensemble, sac, trainer and security
+sections, read at start (all read-only).
 
 Run: ``python -m loop_ros.nodes.trainer [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -22,21 +25,23 @@ from pathlib import Path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.bundle import MANIFEST
+from loop_ros.core.config import controller_safety
 from loop_ros.core.replay import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayBuffer, ReplayTopics
+from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
 from loop_ros.core.tasks import make_task
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
-from loop_ros.nodes import lower_process_priority, run_node
+from loop_ros.nodes import data_path, lower_process_priority, run_node
+from loop_ros.nodes.guarded_node import GuardedNode
 from loop_ros.nodes.messages import diagnostics
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
 from loop_ros.nodes.training_worker import TrainingWorker
 
-SECTIONS = ("task", "arc", "safety", "ensemble", "sac", "trainer")
+SECTIONS = ("task", "arc", "safety", "ensemble", "sac", "trainer", "security")
 DIAGNOSTICS_PERIOD_S = 1.0
 RECORD_QOS = QoSProfile(depth=100)  # reliable like the publishers; room for a slow executor turn
 MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -56,7 +61,14 @@ def published_version(bundle_dir: Path) -> int:
         return 0
 
 
-class TrainerNode(Node):
+def first_version(bundle_dir: Path, planner_bundle: Path) -> int:
+    """The lowest version the trainer may publish: above the last one it published into
+    ``bundle_dir`` and above the planner's starting bundle (``task.bundle``), which would
+    otherwise refuse the trainer's first models as not newer than its own."""
+    return max(published_version(bundle_dir), published_version(planner_bundle)) + 1
+
+
+class TrainerNode(GuardedNode):
     """Records the loop into the replay bags and learns from it in a thread."""
 
     def __init__(self, node_name: str = "trainer"):
@@ -66,6 +78,7 @@ class TrainerNode(Node):
         # the empty-list defaults ParameterBinding sets after declaring them).
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
+        self.signing_key = self._load_signing_key(configs["security"].signing_key)
         schedule = configs["trainer"]
         lower_process_priority(schedule.nice)
         set_torch_threads(schedule.torch_threads)
@@ -82,17 +95,28 @@ class TrainerNode(Node):
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.worker.start()
 
+    def _load_signing_key(self, path: str):
+        """The Ed25519 private key that signs each published bundle; None (with a warning) when
+        ``security.signing_key`` is empty. A bad key file is a ConfigError (exit 2)."""
+        if not path:
+            self.get_logger().warning("security.signing_key is empty: models are published unsigned, and "
+                                      "planners refuse unsigned models")
+            return None
+        key = load_private_key(path, "security.signing_key")
+        self.get_logger().info(f"signing published models with key {key_id(key)} ({path})")
+        return key
+
     def _make_worker(self, task, configs: dict) -> TrainingWorker:
-        safe = configs["safety"].enabled or configs["task"].controller == "safe-arc"
+        safe = controller_safety(configs["task"].controller, configs["safety"]).enabled
         seed = configs["task"].seed
         trainer = LoopTrainer(task, configs["arc"], configs["safety"], configs["ensemble"], configs["sac"],
                               "safe-loop" if safe else "loop", seed, schedule=configs["trainer"])
         bundle_dir = self.replay.data_dir / "bundle"
         provenance = {"command": f"trainer node {self.get_fully_qualified_name()} (online, ROS)", "seed": seed,
                       "eval_return": None, "data_dir": str(self.replay.data_dir),
-                      "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS}}
+                      "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS if s != "security"}}
         return TrainingWorker(trainer, configs["trainer"], bundle_dir, self._publish_model, self._log, provenance,
-                              first_version=published_version(bundle_dir) + 1)
+                              first_version=first_version(bundle_dir, data_path(configs["task"].bundle)))
 
     def _load_replay(self) -> None:
         """Every transition of the bags in data_dir, before any new message is recorded."""
@@ -104,12 +128,13 @@ class TrainerNode(Node):
 
     # ------------------------------------------------------------ callbacks (executor thread)
     def _on_message(self, topic: str, data: bytes) -> None:
-        transition = self.replay.record(topic, time.time_ns(), data)
-        if transition is not None:
+        for transition in self.replay.record(topic, time.time_ns(), data):
             self.worker.offer(transition)
 
     def _publish_model(self, data: bytes, version: int) -> None:
-        """Called from the training thread (rclpy publishers are thread-safe)."""
+        """Called from the training thread (rclpy publishers are thread-safe); signs ``data`` first."""
+        if self.signing_key is not None:
+            data = sign_bundle_bytes(data, self.signing_key)
         msg = UInt8MultiArray()
         msg.data = data
         self.model_pub.publish(msg)
@@ -121,21 +146,30 @@ class TrainerNode(Node):
     # ------------------------------------------------------------ reporting
     def summary(self) -> dict:
         """Counters of the run (the ``--summary`` file and the diagnostics values)."""
-        return {**self.replay.stats(), **self.worker.stats(),
+        return {**self.replay.stats(), **self.worker.stats(), "callback_errors": dict(self.callback_errors),
                 "model_versions_published": list(self.worker.versions_published)}
 
     def _publish_diagnostics(self) -> None:
         values = self.summary()
         values.pop("model_versions_published")
         level, message = DiagnosticStatus.OK, "training"
-        if values["replay_dropped"] or values["training_errors"]:
-            level, message = DiagnosticStatus.WARN, "messages dropped or training errors (see the log)"
+        problems = [text for key, text in (("replay_write_errors", f"{values['replay_write_errors']} replay write "
+                                            f"errors lost {values['replay_lost']} messages (disk full?)"),
+                                           ("replay_dropped", "messages dropped"), ("training_errors", "training errors"))
+                    if values[key]]
+        if problems:
+            level, message = DiagnosticStatus.WARN, "; ".join(problems) + " (see the log)"
         msg = diagnostics(self.get_clock().now().to_msg(), status_name(self.get_fully_qualified_name()),
                           "loop_ros", level, message, values)
         self.diagnostics_pub.publish(msg)
 
     def close(self) -> dict:
-        """Close the bag (everything queued is written), stop learning; returns the summary."""
+        """Close the bag (everything queued is written), stop learning; returns the summary.
+
+        The learning thread is told first, so it winds down (``TrainingWorker``: at most one
+        export, about 1 s) while the bag is closed; then it is joined, so no torch work is
+        left running when the interpreter exits."""
+        self.worker.request_stop()
         self.replay.close()
         self.worker.stop()
         return self.summary()

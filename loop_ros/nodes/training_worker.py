@@ -10,21 +10,50 @@ learns.
 A replay loaded at start counts as transitions Alg. 1 has seen, so the SAC updates they
 are owed (``updates_per_step`` per transition since the seeding phase) are made up while
 no new transition waits, and models are published only once that is done: a restarted
-trainer does not publish networks trained on a fraction of its data.
+trainer does not publish networks trained on a fraction of its data (unless the model
+grows too old, below).
+
+Falling behind. A host too slow for ``updates_per_step`` SAC updates per transition plus
+the refits still publishes, and does not owe updates forever:
+
+* ``trainer.max_model_age_s``: once a model may be published (the ensemble is fitted and
+  ``publish_after`` transitions are in), a new one is published when the last one is this
+  old (before the first: since the first transition) and the networks changed since, even
+  with SAC updates still owed (``forced_publications``). The age is checked after every
+  transition, SAC update and fit, and at least once a second while idle, so it stays below
+  max_model_age_s + the longest of (1 s, one ensemble fit: ``fit_max_seconds`` + one epoch)
+  + one export.
+* ``trainer.max_backlog``: a turn of the learning thread that finds more transitions
+  waiting stores them all at once without their SAC updates (``sac_updates_skipped``, not
+  owed), so the replay holds the newest data at once and SAC goes on from there.
+* ``trainer.max_owed_updates``: owed updates beyond this many are dropped (counted in
+  ``sac_updates_skipped`` too), so catching up ends.
+
+Stopping. ``stop()`` sets a flag, which the thread checks between transitions, between SAC
+updates, before every minibatch of an ensemble fit (an interrupted fit is dropped: the
+previous model stays) and before an export, and joins the thread. So it returns after at
+most one SAC update, one ensemble minibatch with its epoch's holdout evaluation, or one
+export with its publication, whichever is in progress (an export took 0.6 s for the RC car's
+networks; the others are milliseconds), and never later than ``STOP_JOIN_S``.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from loop_ros.core.bundle import bundle_to_bytes
+from loop_ros.core.bundle import Bundle, bundle_to_bytes, read_bundle, write_bundle
 from loop_ros.core.config import TrainerConfig
 from loop_ros.core.replay import Transition
 
 CATCH_UP_UPDATES = 20  # owed SAC updates per turn, so a new transition never waits for long
+STOP_JOIN_S = 60.0
+"""Longest wait of ``stop()`` for the learning thread (its longest step, an export, takes about 1 s)."""
+EXPORT_RETRY_S = 10.0
+"""After a failed export (or publication) the next attempt waits this long."""
 
 
 class TrainingWorker:
@@ -41,6 +70,7 @@ class TrainingWorker:
         self._publish, self._log, self._provenance = publish, log, provenance
         self._cond = threading.Condition()
         self._inbox: list[Transition] = []
+        self._in_turn = 0  # transitions the current turn took from the inbox and has not stored yet
         self._stopping = False
         self._stalled = False  # the owed updates cannot be made (replay smaller than a batch)
         self._publish_due = False
@@ -50,6 +80,10 @@ class TrainingWorker:
         self.last_fit: dict[str, Any] = {}
         self.last_export_s: float | None = None
         self.errors = 0
+        self.sac_updates_skipped = self.forced_publications = 0
+        self._age_origin: float | None = None  # monotonic time of the last publication, else of the first transition
+        self._published_nets: tuple[int, int] | None = None  # (fits, sac_updates) of the last model published
+        self._failed_export_at = -math.inf
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="training", daemon=True)
 
@@ -57,39 +91,74 @@ class TrainingWorker:
     def add_loaded(self, transition: Transition) -> None:
         """A transition of the replay loaded at start (before ``start``): stored, no update."""
         self.trainer.add_transition(transition.s, transition.a, transition.r, transition.s2, transition.done)
+        self._note_transition()
+        self._cap_owed_updates()
 
     def offer(self, transition: Transition) -> None:
         with self._cond:
             self._inbox.append(transition)
+            self._note_transition()
             self._cond.notify()
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop after the current step (an ensemble fit in progress is not interrupted)."""
+    def request_stop(self) -> None:
+        """Ask the thread to stop after its current step, without waiting (``stop`` waits)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
-        self._thread.join(timeout_s)
+
+    def stop(self, timeout_s: float = STOP_JOIN_S) -> bool:
+        """Stop the thread and wait for it (module docstring: how long); False (logged) when it
+        is still running after ``timeout_s``."""
+        self.request_stop()
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._log("error", f"the training thread did not stop within {timeout_s:.0f} s")
+            return False
+        return True
 
     def stats(self) -> dict[str, Any]:
         """Counters for the diagnostics and the summary."""
         status = self.trainer.status()
         return {"transitions": status["steps"], "sac_updates": status["sac_updates"], "fits": status["fits"],
-                "backlog": len(self._inbox), "owed_updates": self.owed_updates(),
+                "backlog": self.backlog(), "owed_updates": self.owed_updates(),
+                "sac_updates_skipped": self.sac_updates_skipped,
                 "model_version": self.versions_published[-1] if self.versions_published else None,
-                "models_published": len(self.versions_published), "last_export_s": self.last_export_s,
+                "models_published": len(self.versions_published), "forced_publications": self.forced_publications,
+                "model_age_s": self.model_age_s(), "last_export_s": self.last_export_s,
                 "training_errors": self.errors, **{f"fit_{k}": v for k, v in self.last_fit.items()
                                                    if k in ("epochs", "elite_holdout_mse", "seconds", "n_train")}}
 
+    def backlog(self) -> int:
+        """Transitions received and not yet stored in the learner."""
+        return len(self._inbox) + self._in_turn
+
+    def model_age_s(self) -> float | None:
+        """Seconds since the last publication (before the first: since the first transition);
+        None before any transition."""
+        origin = self._age_origin
+        return None if origin is None else round(time.monotonic() - origin, 3)
+
     def owed_updates(self) -> int:
-        """SAC updates Alg. 1 would have made by now minus those made (> 0 after loading a replay)."""
+        """SAC updates Alg. 1 would have made by now minus those made or skipped (> 0 after
+        loading a replay; at most ``max_owed_updates``)."""
         trainer = self.trainer
         if not trainer.learns_values:
             return 0
         due = self.schedule.updates_per_step * max(0, trainer.steps - self.schedule.seed_steps + 1)
-        return due - trainer.sac_updates
+        return due - trainer.sac_updates - self.sac_updates_skipped
+
+    def _note_transition(self) -> None:
+        if self._age_origin is None:
+            self._age_origin = time.monotonic()
+
+    def _cap_owed_updates(self) -> None:
+        excess = self.owed_updates() - self.schedule.max_owed_updates
+        if excess > 0:
+            self.sac_updates_skipped += excess
 
     # ------------------------------------------------------------ the training thread
     def _has_work(self) -> bool:
@@ -98,32 +167,59 @@ class TrainingWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(self._has_work, timeout=1.0)
+                self._cond.wait_for(self._has_work, timeout=1.0)  # a turn a second at least: the model's age
                 if self._stopping:
                     return
                 batch, self._inbox = self._inbox, []
+                self._in_turn = len(batch)
             try:
                 self._learn(batch)
             except Exception as error:  # keep learning from the next transitions; the planner keeps its model
                 self.errors += 1
                 self._log("error", f"training step failed: {error!r}")
+            finally:
+                self._in_turn = 0
 
     def _learn(self, batch: list[Transition]) -> None:
-        trainer = self.trainer
-        for t in batch:
-            trainer.add_transition(t.s, t.a, t.r, t.s2, t.done)
-            self._since_publish += 1
-            self._stalled = False
-            trainer.update()
-            self._refit_if_due()
+        if len(batch) > self.schedule.max_backlog:
+            self._store_without_updates(batch)
+        else:
+            self._store_with_updates(batch)
+        self._cap_owed_updates()
         if not batch:
             self._catch_up()
-        if self._publish_due and self.owed_updates() <= 0 and trainer.steps >= self.schedule.publish_after:
-            self._export_and_publish()
+        self._publish_if_due()
+
+    def _store(self, t: Transition) -> None:
+        self.trainer.add_transition(t.s, t.a, t.r, t.s2, t.done)
+        self._in_turn -= 1
+        self._since_publish += 1
+        self._stalled = False
+
+    def _store_with_updates(self, batch: list[Transition]) -> None:
+        """Alg. 1 l.5-7 for each transition."""
+        for t in batch:
+            if self._stopping:
+                return
+            self._store(t)
+            self.trainer.update()
+            self._refit_if_due()
+            self._publish_if_due()
+
+    def _store_without_updates(self, batch: list[Transition]) -> None:
+        """The catch-up policy (module docstring): the whole backlog at once, its SAC updates skipped."""
+        owed = self.owed_updates()
+        for t in batch:
+            self._store(t)
+        skipped = self.owed_updates() - owed
+        self.sac_updates_skipped += skipped
+        self._log("warn", f"{len(batch)} transitions waited (trainer.max_backlog {self.schedule.max_backlog}): "
+                          f"stored without their {skipped} SAC updates")
+        self._refit_if_due()
 
     def _refit_if_due(self) -> None:
-        fit = self.trainer.refit_model_if_due()
-        if fit is not None:
+        fit = self.trainer.refit_model_if_due(lambda: self._stopping)
+        if fit is not None and not fit["interrupted"]:
             self.last_fit = fit
             self._publish_due = self._publish_due or self.trainer.fits % self.schedule.refits_per_publish == 0
             self._log("info", f"ensemble refit on {self.trainer.steps} transitions: {fit['epochs']} epochs, "
@@ -135,19 +231,42 @@ class TrainingWorker:
     def _catch_up(self) -> None:
         self._refit_if_due()  # a loaded replay may make the first fit due at once
         for _ in range(CATCH_UP_UPDATES):
-            if self.owed_updates() <= 0:
+            if self._stopping or self.owed_updates() <= 0:
                 return
             if not self.trainer.update():
                 self._stalled = True
                 return
+            self._publish_if_due()
 
-    def _keep_copy(self, bundle: Path, version: int) -> None:
-        """Copy the bundle to models/v<version> beside it; drop the oldest beyond ``keep_models``."""
+    def _publish_if_due(self) -> None:
+        """Publish after a refit once no SAC update is owed, or when the model is too old."""
+        trainer = self.trainer
+        if (self._stopping or trainer.steps < self.schedule.publish_after
+                or (trainer.learns_model and trainer.dynamics_module is None)):
+            return
+        if time.monotonic() - self._failed_export_at < EXPORT_RETRY_S:
+            return
+        if self._publish_due and self.owed_updates() <= 0:
+            self._export_and_publish()
+        elif self._model_too_old():
+            self._export_and_publish()
+            self.forced_publications += 1
+
+    def _model_too_old(self) -> bool:
+        max_age = self.schedule.max_model_age_s
+        if not max_age or self._age_origin is None:
+            return False
+        changed = self._published_nets != (self.trainer.fits, self.trainer.sac_updates)
+        return changed and time.monotonic() - self._age_origin >= max_age
+
+    def _keep_copy(self, bundle: Bundle, version: int) -> None:
+        """Write the bundle to models/v<version> beside bundle_dir (whole or not at all:
+        ``write_bundle``); drop the oldest beyond ``keep_models``."""
         keep = self.schedule.keep_models
         if keep == 0:
             return
-        archive = bundle.parent / "models"
-        shutil.copytree(bundle, archive / f"v{version:09d}", dirs_exist_ok=True)
+        archive = self.bundle_dir.parent / "models"
+        write_bundle(bundle, archive / f"v{version:09d}")
         if keep > 0:
             for old in sorted(archive.glob("v*"))[:-keep]:
                 shutil.rmtree(old)
@@ -156,11 +275,17 @@ class TrainingWorker:
         started = time.perf_counter()
         version = max(self._next_version, self.trainer.steps)
         provenance = {**self._provenance, "steps": self.trainer.steps, "wall_time_s": time.monotonic() - self._started}
-        path = self.trainer.export(self.bundle_dir, version, provenance)
-        self._keep_copy(path, version)
-        data = bundle_to_bytes(path)
-        self.last_export_s = time.perf_counter() - started
-        self._publish(data, version)
+        try:
+            bundle = read_bundle(self.trainer.export(self.bundle_dir, version, provenance))
+            self._keep_copy(bundle, version)
+            data = bundle_to_bytes(bundle)
+            self.last_export_s = time.perf_counter() - started
+            self._publish(data, version)
+        except Exception:
+            self._failed_export_at = time.monotonic()
+            raise
         self.versions_published.append(version)
         self._next_version = version + 1
         self._publish_due, self._since_publish = False, 0
+        self._age_origin = time.monotonic()
+        self._published_nets = (self.trainer.fits, self.trainer.sac_updates)

@@ -1,0 +1,245 @@
+"""The learning thread of the trainer node (``nodes/training_worker.py``) without ROS: how it
+keeps the model fresh when it falls behind (max_model_age_s, max_backlog, max_owed_updates)
+and how fast it stops, mid-fit, mid-catch-up and mid-export. A fake learner with slow steps
+stands in for ``LoopTrainer`` (the real one only for the interrupted fit)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from loop_ros.core.bundle import read_bundle, write_bundle
+from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
+from loop_ros.core.replay import Transition
+from loop_ros.nodes.training_worker import TrainingWorker
+
+PROVENANCE = {"command": "pytest", "seed": 0, "eval_return": None}
+
+
+class SlowLearner:
+    """``LoopTrainer``'s interface to the worker, with steps that take the given times."""
+
+    learns_values = learns_model = True
+
+    def __init__(self, template, update_s: float = 0.0, fit_s: float = 0.0, export_s: float = 0.0,
+                 update_every: int = 10**9, batch: int = 2):
+        self.template, self.update_s, self.fit_s, self.export_s = template, update_s, fit_s, export_s
+        self.update_every, self.batch = update_every, batch
+        self.steps = self.sac_updates = self.fits = 0
+        self.fitted_at = None
+        self.dynamics_module = None
+        self.fit_started = threading.Event()
+        self.export_started = threading.Event()
+        self.interrupted_fits = 0
+
+    def add_transition(self, s, a, r, s2, done) -> None:
+        self.steps += 1
+
+    def update(self) -> dict:
+        if self.steps < self.batch:
+            return {}
+        time.sleep(self.update_s)
+        self.sac_updates += 1
+        return {"loss": 0.0}
+
+    def refit_model_if_due(self, should_stop=None) -> dict | None:
+        if self.fitted_at is not None and self.steps - self.fitted_at < self.update_every:
+            return None
+        self.fit_started.set()
+        end = time.monotonic() + self.fit_s
+        while time.monotonic() < end:  # minibatches of 10 ms
+            if should_stop is not None and should_stop():
+                self.interrupted_fits += 1
+                return {"interrupted": True}
+            time.sleep(0.01)
+        self.fits, self.fitted_at, self.dynamics_module = self.fits + 1, self.steps, object()
+        return {"interrupted": False, "epochs": 1, "elite_holdout_mse": 0.1, "seconds": self.fit_s, "n_train": 1}
+
+    def export(self, out_dir, version, provenance):
+        self.export_started.set()
+        time.sleep(self.export_s)
+        return write_bundle(read_bundle(self.template), out_dir)
+
+    def status(self) -> dict:
+        return {"steps": self.steps, "sac_updates": self.sac_updates, "fits": self.fits}
+
+
+@pytest.fixture
+def template(export_tiny_bundle):
+    return export_tiny_bundle()
+
+
+def transition(rng=np.random.default_rng(0)) -> Transition:
+    s = rng.normal(size=6)
+    return Transition(s, rng.uniform(-1.0, 1.0, 2), -1.0, s + 0.01, False)
+
+
+def make_worker(tmp_path, learner, **schedule):
+    published: list[tuple[float, int]] = []  # (monotonic time, version)
+    logged: list[tuple[str, str]] = []
+    cfg = TrainerConfig(**{"seed_steps": 2, **schedule})
+    worker = TrainingWorker(learner, cfg, tmp_path / "bundle",
+                            lambda data, version: published.append((time.monotonic(), version)),
+                            lambda level, text: logged.append((level, text)), PROVENANCE)
+    return worker, published, logged
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_learner_that_owes_updates_still_publishes_once_the_model_is_max_model_age_s_old(tmp_path, template):
+    """Updates of 30 ms against transitions every 10 ms, and a loaded replay owing 2000 of them:
+    the owed updates never reach 0, so only the age forces publications, at most
+    max_model_age_s + one step apart (here a step is one update, 30 ms)."""
+    learner = SlowLearner(template, update_s=0.03)
+    max_age = 0.5
+    worker, published, _ = make_worker(tmp_path, learner, max_model_age_s=max_age, max_backlog=10**6,
+                                       max_owed_updates=10**6)
+    for _ in range(2000):
+        worker.add_loaded(transition())
+    assert worker.stats()["model_age_s"] is not None and worker.owed_updates() == 1999
+    worker.start()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 2.8:
+            worker.offer(transition())
+            time.sleep(0.01)
+        stats = worker.stats()
+    finally:
+        assert worker.stop()
+    assert worker.owed_updates() > 0 and stats["backlog"] > 50  # it fell behind and never caught up
+    times = [started] + [t for t, _ in published]
+    assert stats["forced_publications"] == len(published) >= 4
+    assert max(np.diff(times)) <= max_age + 0.25  # + a step, an export and scheduling slack
+    assert stats["model_age_s"] <= max_age + 0.25 and stats["models_published"] == len(published)
+
+
+def test_without_new_learning_no_model_is_forced_out(tmp_path, template):
+    learner = SlowLearner(template)
+    worker, published, _ = make_worker(tmp_path, learner, max_model_age_s=0.2, publish_after=10**6)
+    worker.add_loaded(transition())
+    worker.start()
+    try:
+        time.sleep(0.6)
+        assert published == []  # publish_after not reached: the age does not override it
+    finally:
+        worker.stop()
+    learner = SlowLearner(template)
+    worker, published, _ = make_worker(tmp_path / "idle", learner, max_model_age_s=0.2, max_owed_updates=0)
+    for _ in range(5):
+        worker.add_loaded(transition())
+    worker.start()
+    try:
+        wait_for(lambda: published, 5.0, "the first model")
+        time.sleep(0.8)
+        assert len(published) == 1  # nothing learned since: the same networks are not sent again
+    finally:
+        worker.stop()
+
+
+def test_a_backlog_beyond_max_backlog_is_stored_at_once_without_its_updates(tmp_path, template):
+    learner = SlowLearner(template, update_s=0.05)
+    worker, _, logged = make_worker(tmp_path, learner, max_backlog=100, max_model_age_s=0.0)
+    for _ in range(300):
+        worker.offer(transition())
+    assert worker.backlog() == 300
+    worker.start()
+    try:
+        wait_for(lambda: learner.steps == 300, 5.0, "the backlog stored")
+        stats = worker.stats()
+    finally:
+        worker.stop()
+    # seed_steps 2: updates are due from the 2nd transition on, 299 in all, all skipped, none owed
+    assert (stats["sac_updates_skipped"], stats["sac_updates"], stats["owed_updates"]) == (299, 0, 0)
+    assert stats["backlog"] == 0
+    assert ("warn", "300 transitions waited (trainer.max_backlog 100): stored without their 299 SAC updates") in logged
+    # below the bound each transition gets its update again
+    worker, _, _ = make_worker(tmp_path / "small", SlowLearner(template, update_s=0.0), max_backlog=100)
+    for _ in range(50):
+        worker.offer(transition())
+    worker.start()
+    try:
+        wait_for(lambda: worker.trainer.sac_updates == 49, 5.0, "49 updates")
+    finally:
+        worker.stop()
+    assert worker.sac_updates_skipped == 0
+
+
+def test_owed_updates_are_capped_at_max_owed_updates(tmp_path, template):
+    worker, _, _ = make_worker(tmp_path, SlowLearner(template), seed_steps=100, max_owed_updates=50)
+    for _ in range(1000):
+        worker.add_loaded(transition())
+    assert worker.owed_updates() == 50 and worker.sac_updates_skipped == 901 - 50
+    assert worker.stats()["sac_updates_skipped"] == 851
+
+
+def test_stats_report_age_backlog_skipped_and_forced_publications(tmp_path, template):
+    worker, _, _ = make_worker(tmp_path, SlowLearner(template))
+    stats = worker.stats()
+    assert stats["model_age_s"] is None and stats["backlog"] == 0
+    assert stats["sac_updates_skipped"] == 0 and stats["forced_publications"] == 0
+    worker.offer(transition())
+    time.sleep(0.05)
+    assert 0.04 <= worker.stats()["model_age_s"] < 1.0 and worker.stats()["backlog"] == 1
+
+
+# ---------------------------------------------------------------- stopping
+
+
+@pytest.mark.parametrize("phase", ["fit", "catch-up", "export"])
+def test_stop_returns_promptly_in_every_phase(tmp_path, template, phase):
+    """A fit of 30 s is interrupted at its next minibatch; owed updates of 0.1 s stop after the
+    one in progress; an export (1 s) is finished first. The thread has ended when stop returns."""
+    learner = SlowLearner(template, fit_s=30.0 if phase == "fit" else 0.0, update_s=0.1,
+                          export_s=1.0 if phase == "export" else 0.0)
+    worker, published, _ = make_worker(tmp_path, learner, max_owed_updates=10**6,
+                                       max_model_age_s=0.01 if phase == "export" else 0.0)
+    for _ in range(1000):
+        worker.add_loaded(transition())
+    worker.start()
+    event = {"fit": learner.fit_started, "catch-up": learner.fit_started, "export": learner.export_started}[phase]
+    assert event.wait(10.0)
+    if phase == "catch-up":
+        wait_for(lambda: learner.sac_updates >= 2, 5.0, "catching up")
+    asked = time.monotonic()
+    assert worker.stop()
+    latency = time.monotonic() - asked
+    assert not worker._thread.is_alive()
+    assert latency <= {"fit": 0.5, "catch-up": 0.5, "export": 1.6}[phase]
+    if phase == "fit":
+        assert learner.interrupted_fits == 1 and learner.fits == 0 and published == []
+    if phase == "export":
+        assert len(published) == 1  # the export in progress was finished and published; no further one
+
+
+def test_an_interrupted_ensemble_fit_keeps_the_previous_model():
+    """The real learner: ``should_stop`` ends a fit at the next minibatch; the ensemble gets back
+    its best weights so far, and the trainer keeps planning with (and exporting) the previous fit."""
+    from loop_ros.core.tasks import make_task
+    from loop_ros.core.trainer import LoopTrainer
+
+    ensemble = EnsembleConfig(hidden=(16,), ensemble_size=2, num_elites=1, max_epochs=3, patience=50, batch_size=8)
+    trainer = LoopTrainer(make_task("rc_car"), ArcConfig(horizon=2, population=8), SafetyConfig(), ensemble,
+                          SacConfig(hidden=(8,), batch_size=8), "loop", 0, TrainerConfig(seed_steps=10))
+    for _ in range(200):
+        t = transition()
+        trainer.add_transition(t.s, t.a, t.r, t.s2, t.done)
+    first = trainer.fit_model()
+    assert not first["interrupted"] and trainer.fits == 1
+    module = trainer.dynamics_module
+    calls = []
+
+    def stop_after_30_minibatches() -> bool:
+        calls.append(None)
+        return len(calls) > 30
+
+    interrupted = trainer.fit_model(stop_after_30_minibatches)
+    # 160 training transitions in batches of 8: 20 minibatches an epoch, so the second epoch was cut
+    assert interrupted["interrupted"] and interrupted["epochs"] == 1 and len(calls) == 31
+    assert trainer.fits == 1 and trainer.dynamics_module is module and trainer.model_fit_due() is False
