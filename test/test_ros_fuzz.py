@@ -75,8 +75,9 @@ def bad_episode(rng: random.Random):
                                    '{"terminated": true, "stamp_ns": "soon"}', '{"stamp_ns": 1e400}')))
 
 
-def bad_bundles(tmp: Path) -> dict[str, bytes]:
-    """Model messages that must all be refused, by kind."""
+def bad_bundles(tmp: Path, trusted_key, untrusted_key) -> dict[str, bytes]:
+    """Model messages that must all be refused, by kind (``trusted_key``: the private key the
+    planner trusts the public half of)."""
     import torch
     from contract_modules import make_tiny_modules
 
@@ -103,6 +104,17 @@ def bad_bundles(tmp: Path) -> dict[str, bytes]:
         info.size = 2
         tar.addfile(info, io.BytesIO(b"{}"))
     bundles["path_traversal"] = extra.getvalue()
+    from loop_ros.core.signing import sign_bundle_bytes
+
+    bundles["untrusted_key"] = sign_bundle_bytes(good, untrusted_key)
+    bundles["older_signed_version"] = sign_bundle_bytes(export("old_signed", version=1), trusted_key)
+    signed = sign_bundle_bytes(good, trusted_key)
+    tampered = signed.replace(b'"version": %d' % (BUNDLE_VERSION + 10), b'"version": %d' % (BUNDLE_VERSION + 11))
+    assert tampered != signed
+    bundles["bad_signature"] = tampered
+    for name, data in (("nan_weights", bundles["nan_weights"]), ("wrong_dims", bundles["wrong_dims"]),
+                       ("out_of_range_bounds", bundles["out_of_range_bounds"])):
+        bundles[f"signed_{name}"] = sign_bundle_bytes(data, trusted_key)  # trusted, still refused by verification
     return bundles
 
 
@@ -110,9 +122,14 @@ def bad_bundles(tmp: Path) -> dict[str, bytes]:
 def fuzzed(tmp_path_factory):
     """Bring the stack up, fuzz it, stop it; yields what the checks need."""
     tmp = tmp_path_factory.mktemp("fuzz")
+    from loop_ros.core.signing import generate_key_pair, load_private_key
+
     bundle = export_test_bundle(tmp / "bundle")
     data_dir = tmp / "replay"
+    trusted, untrusted = generate_key_pair(tmp / "trusted"), generate_key_pair(tmp / "untrusted")
+    keys = (load_private_key(trusted[0]), load_private_key(untrusted[0]))
     params = params_file(tmp / "params.yaml", **{"task.bundle": str(bundle), "trainer.data_dir": str(data_dir),
+                                                   "security.trusted_keys": [str(trusted[1])],
                                                    "trainer.seed_steps": 1_000_000, "foxglove.port": 0,
                                                    "task.start_subscribers": 0})
     array_bundle = export_array_bundle(tmp / "array_bundle")
@@ -132,7 +149,7 @@ def fuzzed(tmp_path_factory):
                                    for d in diagnostics), 60.0, "the planner to plan with the test bundle")
         probe.wait_for(lambda: any(int(d["transitions"]) > 0 for d in trainer), 60.0, "the trainer to record")
         planner_gids = {gid for _, gid in actions[0]}  # before any fuzzing: only the planner publishes actions
-        sent = fuzz(fuzzer, probe, tmp)
+        sent = fuzz(fuzzer, probe, tmp, keys)
         refused_edits = invalid_edits(probe)
         probe.spin_for(2.0)  # the last diagnostics and actions
         alive = {name: node.process.poll() is None for name, node in nodes.items()}
@@ -171,7 +188,7 @@ def collect_with_publisher(probe: Probe, topic: str) -> list:
     return received
 
 
-def fuzz(fuzzer: Probe, probe: Probe, tmp: Path) -> dict[str, int]:
+def fuzz(fuzzer: Probe, probe: Probe, tmp: Path, keys) -> dict[str, int]:
     """Publish the adversarial messages; returns how many of each kind went out."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from geometry_msgs.msg import PoseStamped
@@ -193,7 +210,7 @@ def fuzz(fuzzer: Probe, probe: Probe, tmp: Path) -> dict[str, int]:
             "diagnostics": node.create_publisher(DiagnosticArray, "/diagnostics", 10)}
     fuzzer.spin_for(1.5)  # discovery
     sent = dict.fromkeys(pubs, 0)
-    bundles = bad_bundles(tmp)
+    bundles = bad_bundles(tmp, *keys)
 
     def parameter_event():
         value = ParameterValue(type=rng.choice((ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_STRING)),
@@ -272,6 +289,7 @@ def test_every_bad_input_is_counted_under_a_reason(fuzzed):
     assert planner["rejected_inputs"]["state"] > 0 and planner["rejected_inputs"]["episode"] > 0
     assert array_planner["rejected_inputs"]["state"] > 0 and array_planner["rejected_inputs"]["episode"] > 0
     assert planner["bundle_errors"] == fuzzed["sent"]["model"]
+    assert {"unsigned", "untrusted_key", "bad_signature", "not_newer", "invalid"} <= set(planner["bundle_rejections"])
     assert planner["model_version"] == BUNDLE_VERSION  # no bad bundle replaced the model
     assert sim["invalid_actions"] > 0
     assert all(trainer.get(f"replay_rejected_{role}", 0) > 0 for role in ("state", "action", "episode")), json.dumps(trainer)

@@ -13,7 +13,8 @@ import torch
 from loop_ros import cli, train
 from loop_ros.core.bundle import read_bundle, verify_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
-from loop_ros.core.tasks.point_mass import PointMassTask
+from loop_ros.core.arc import ArcPlanner
+from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask
 from loop_ros.core.trainer import LoopTrainer
 from loop_ros.sim.point_mass_env import PointMassEnv
 
@@ -138,11 +139,16 @@ def test_sac_trains_no_model_and_pets_no_actor(tmp_path):
     assert planner.controller == "cem" and not planner.arc.use_terminal_value and planner.arc.n_actor == 0
 
 
-def test_only_safe_loop_plans_with_the_constraint():
-    safety = SafetyConfig(enabled=True)
-    for algo, enabled in (("loop", False), ("safe-loop", True), ("pets", False)):
+@pytest.mark.parametrize("safety_enabled", [False, True])
+def test_safety_is_decided_as_for_the_planner_node(safety_enabled):
+    """config.controller_safety: safe-loop always plans with the constraint, sac (the actor) never, loop
+    and pets as safety.enabled says, exactly as the 'arc' and 'cem' controllers of the node and eval."""
+    safety = SafetyConfig(enabled=safety_enabled)
+    for algo, enabled in (("loop", safety_enabled), ("safe-loop", True), ("pets", safety_enabled), ("sac", False)):
         trainer = LoopTrainer(PointMassTask(), algo=algo, **{**TINY, "safety": safety})
-        assert trainer.safety.enabled is enabled
+        assert trainer.safety.enabled is enabled, algo
+        assert trainer.safety == ArcPlanner(PointMassModel(), PointMassTask(), TINY["arc"], safety,
+                                            trainer.controller).safety
 
 
 def test_exported_graphs_hold_no_subnormal_weights(tmp_path):

@@ -85,6 +85,7 @@ class TrainerNode(GuardedNode):
         task = make_task(configs["task"].name)
         topics = ReplayTopics.for_task(task, *(self.resolve_topic_name(role) for role in ROLES))
         self.replay = ReplayBuffer(schedule, task, topics, self._log)
+        self.publications: list[dict] = []  # when each model went out (wall time), and the learner's state then
         self.worker = self._make_worker(task, configs)
         self._load_replay()
         self.model_pub = self.create_publisher(UInt8MultiArray, "model", MODEL_QOS)
@@ -138,6 +139,9 @@ class TrainerNode(GuardedNode):
         msg = UInt8MultiArray()
         msg.data = data
         self.model_pub.publish(msg)
+        stats = self.worker.stats()
+        self.publications.append({"wall_time": time.time(), "version": version, "transitions": stats["transitions"],
+                                  "backlog": stats["backlog"], "sac_updates_skipped": stats["sac_updates_skipped"]})
         self.get_logger().info(f"published model version {version} ({len(data) / 1e6:.2f} MB)")
 
     def _log(self, level: str, text: str) -> None:
@@ -147,15 +151,18 @@ class TrainerNode(GuardedNode):
     def summary(self) -> dict:
         """Counters of the run (the ``--summary`` file and the diagnostics values)."""
         return {**self.replay.stats(), **self.worker.stats(), "callback_errors": dict(self.callback_errors),
-                "model_versions_published": list(self.worker.versions_published)}
+                "model_versions_published": list(self.worker.versions_published),
+                "publications": list(self.publications)}
 
     def _publish_diagnostics(self) -> None:
         values = self.summary()
         values.pop("model_versions_published")
+        values.pop("publications")
         level, message = DiagnosticStatus.OK, "training"
         problems = [text for key, text in (("replay_write_errors", f"{values['replay_write_errors']} replay write "
                                             f"errors lost {values['replay_lost']} messages (disk full?)"),
-                                           ("replay_dropped", "messages dropped"), ("training_errors", "training errors"))
+                                           ("replay_dropped", "messages dropped"), ("training_errors", "training errors"),
+                                           ("callback_errors", "callback errors"))
                     if values[key]]
         if problems:
             level, message = DiagnosticStatus.WARN, "; ".join(problems) + " (see the log)"
