@@ -3,7 +3,7 @@ and with ``foxglove:=true`` the Foxglove bridge (ws://127.0.0.1:8765, ``foxglove
 
     ros2 launch loop_ros rc_car.launch.py [params_file:=/path/to/params.yaml] [foxglove:=true]
         [signing_key:=/path/key.pem] [trusted_keys:="['/path/a.pub.pem', '/path/b.pub.pem']"]
-        [discovery_range:=LOCALHOST] [explore:=true]
+        [discovery_range:=LOCALHOST] [explore:=false]
 
 The trainer signs its models with ``signing_key`` and the planner accepts models from the
 ``model`` topic only when signed by a key of ``trusted_keys`` (README "Signed models"); both
@@ -57,8 +57,9 @@ def generate_launch_description() -> LaunchDescription:
                                                             value_type=List[str]),
                     "task.explore": ParameterValue(LaunchConfiguration("explore"), value_type=bool)},
     }
-    explore = DeclareLaunchArgument("explore", default_value="true",
-                                    description="the planner explores (task.explore) while the trainer learns")
+    explore = DeclareLaunchArgument("explore", default_value="false",
+                                    description="the planner explores (task.explore, Alg. 1) while the trainer "
+                                                "learns; off by default: the deployed model drives its plan's mean")
     # The sim and the planner start once the two other nodes subscribe to their state / action
     # (the bridge subscribes too, but they never wait for a viewer).
     nodes = [

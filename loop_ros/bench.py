@@ -428,7 +428,8 @@ def bench_loop(task: str, duration: float, fresh: bool = False, params: str | No
         overrides = fresh_overrides(Path(data_dir)) if fresh else {
             TRAINER: (f"trainer.data_dir:={data_dir}", f"trainer.seed_steps:={LOOP_SEED_STEPS}")}
         summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id,
-                                  foxglove=foxglove, keys_dir=Path(data_dir) / "keys", trainer_cpus=trainer_cpus)
+                                  foxglove=foxglove, keys_dir=Path(data_dir) / "keys", trainer_cpus=trainer_cpus,
+                                  explore=fresh)
     target_hz = load_params_file(str(params_file), "planner").get(
         "task.control_rate_hz", section_fields("task")["control_rate_hz"].default)
     return loop_figures(summary, clean, target_hz, duration, fresh)

@@ -62,9 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer-cpus", type=float, default=None,
                         help="hold the trainer to this many cores with a cgroup CPU quota (e.g. 0.5: a slow "
                              "learner; needs root), to see how learning copes")
-    parser.add_argument("--no-explore", action="store_true",
-                        help="the planner executes its plan's mean even while the trainer learns (default: it "
-                             "explores as Alg. 1 does, task.explore)")
+    parser.add_argument("--explore", action=argparse.BooleanOptionalAction, default=None,
+                        help="the planner explores as Alg. 1 does (task.explore: the first action of a candidate "
+                             "drawn by weight) while the trainer learns; default: with --fresh only (with a "
+                             "deployed model the car drives the plan's mean, which is safer)")
     parser.add_argument("--keys-dir", type=Path,
                         help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
                              "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys)")
@@ -249,7 +250,7 @@ def learning_timeline(nodes: dict) -> dict:
 
 def bring_up(task: str, params: Path, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
              trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
-             explore: bool = True, keys_dir: Path | None = None,
+             explore: bool = False, keys_dir: Path | None = None,
              trainer_cpus: float | None = None) -> tuple[dict, bool]:
     """Run ``task``'s nodes (and the trainer, and the Foxglove bridge) until ``duration``, a signal
     or a node's exit; the trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``.
@@ -299,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
                                   trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
-                                  explore=not args.no_explore, keys_dir=args.keys_dir, trainer_cpus=args.trainer_cpus)
+                                  explore=args.fresh if args.explore is None else args.explore, keys_dir=args.keys_dir,
+                                  trainer_cpus=args.trainer_cpus)
     except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2

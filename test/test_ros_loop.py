@@ -31,10 +31,12 @@ def loop(tmp_path_factory):
     summary = tmp / "summary.json"
     command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--no-trainer", "--duration", str(RUN_S),
                "--params", str(params), "--domain-id", str(domain), "--json", str(summary)]
+    # The probe joins the domain before the nodes start: a participant discovered mid-run stalled the
+    # planner's state stream for about 200 ms (a run of stale ticks; README "Trust boundary").
+    probe = Probe(domain)
     log = open(tmp / "up.log", "wb")
     process = subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    probe = Probe(domain)
     from std_msgs.msg import String
 
     probe.episodes = probe.collect(String, "episode")

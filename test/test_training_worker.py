@@ -143,22 +143,23 @@ def test_without_new_learning_no_model_is_forced_out(tmp_path, template):
         worker.stop()
 
 
-def test_a_backlog_beyond_max_backlog_is_stored_at_once_without_its_updates(tmp_path, template):
+def test_a_backlog_beyond_max_backlog_is_stored_at_once_and_its_updates_made_as_time_allows(tmp_path, template):
     learner = SlowLearner(template, update_s=0.05)
-    worker, _, logged = make_worker(tmp_path, learner, max_backlog=100, max_model_age_s=0.0)
+    worker, _, logged = make_worker(tmp_path, learner, max_backlog=100, max_owed_updates=150, max_model_age_s=0.0)
     for _ in range(300):
         worker.offer(transition())
     assert worker.backlog() == 300
     worker.start()
     try:
-        wait_for(lambda: learner.steps == 300, 5.0, "the backlog stored")
+        wait_for(lambda: learner.steps == 300, 1.0, "the backlog stored at once")  # 300 updates would take 15 s
+        wait_for(lambda: learner.sac_updates >= 5, 5.0, "owed updates being made")
         stats = worker.stats()
     finally:
         worker.stop()
-    # seed_steps 2: updates are due from the 2nd transition on, 299 in all, all skipped, none owed
-    assert (stats["sac_updates_skipped"], stats["sac_updates"], stats["owed_updates"]) == (299, 0, 0)
-    assert stats["backlog"] == 0
-    assert ("warn", "300 transitions waited (trainer.max_backlog 100): stored without their 299 SAC updates") in logged
+    # seed_steps 2: updates are due from the 2nd transition on, 299 in all; 150 owed at most, the rest skipped
+    assert stats["sac_updates_skipped"] == 299 - 150 and stats["backlog"] == 0
+    assert stats["owed_updates"] == 150 - stats["sac_updates"]
+    assert ("warn", "300 transitions waited (trainer.max_backlog 100): stored at once; 150 SAC updates owed") in logged
     # below the bound each transition gets its update again
     worker, _, _ = make_worker(tmp_path / "small", SlowLearner(template, update_s=0.0), max_backlog=100)
     for _ in range(50):
@@ -169,6 +170,24 @@ def test_a_backlog_beyond_max_backlog_is_stored_at_once_without_its_updates(tmp_
     finally:
         worker.stop()
     assert worker.sac_updates_skipped == 0
+
+
+def test_fits_take_at_most_max_fit_share_of_the_learners_time(tmp_path, template):
+    """Fits of 0.3 s due after every transition (a host where a fit outlasts K_m transitions):
+    with max_fit_share 0.5 the learner fits at most half the time and SAC gets the rest."""
+    learner = SlowLearner(template, update_s=0.01, fit_s=0.3, update_every=1)
+    worker, _, _ = make_worker(tmp_path, learner, max_fit_share=0.5, max_model_age_s=0.0)
+    worker.start()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 3.0:
+            worker.offer(transition())
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+    elapsed = time.monotonic() - started
+    assert 2 <= learner.fits and learner.fits * 0.3 <= 0.5 * elapsed + 0.3
+    assert learner.sac_updates >= 30  # at least ~a quarter of the time went to 10 ms updates
 
 
 def test_owed_updates_are_capped_at_max_owed_updates(tmp_path, template):

@@ -228,7 +228,7 @@ class TaskConfig:
     start_subscribers: int = 0
     """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
     explore: bool = False
-    """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up` turns it on while a trainer learns (`--no-explore` keeps it off)."""
+    """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up --fresh` turns it on (`--explore` / `--no-explore` choose)."""
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -273,7 +273,9 @@ class TrainerConfig:
     max_model_age_s: float = 60.0
     """Once a model may be published (fitted, publish_after reached), a new one is published at least this often while learning goes on, even with SAC updates still owed (counted in forced_publications; 0: off)."""
     max_backlog: int = 500
-    """Transitions waiting for the learner beyond which it stores them all at once without their SAC updates (counted in sac_updates_skipped), so a slow host catches up with the robot."""
+    """Transitions waiting for the learner beyond which it stores them all at once and owes their SAC updates (made as time allows, the debt capped by max_owed_updates), so a slow host keeps the replay current."""
+    max_fit_share: float = 0.5
+    """At most this share of the learner's time goes to ensemble fits: a due fit waits until the time since the last one ended is (1/share - 1) x that fit's duration, so SAC keeps learning on a slow host."""
     max_owed_updates: int = 5000
     """SAC updates owed to stored transitions (a replay loaded at start) are capped at this many, the excess counted in sac_updates_skipped, so catching up ends."""
     keep_models: int = 0
@@ -307,6 +309,7 @@ class TrainerConfig:
         _check(self.refits_per_publish >= 1, "trainer.refits_per_publish must be >= 1")
         _check(self.max_model_age_s >= 0.0, "trainer.max_model_age_s must be >= 0")
         _check(self.max_backlog >= 1, "trainer.max_backlog must be >= 1")
+        _check(0.0 < self.max_fit_share <= 1.0, "trainer.max_fit_share must be in (0, 1]")
         _check(self.max_owed_updates >= 0, "trainer.max_owed_updates must be >= 0")
         _check(self.keep_models >= -1, "trainer.keep_models must be -1 (all), 0 or a count")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
