@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,8 +68,14 @@ def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
     elif args.bench == "loop":
-        result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove,
-                            args.trainer_cpus)
+        from loop_ros.cpu_quota import CpuQuotaError
+
+        try:
+            result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove,
+                                args.trainer_cpus)
+        except CpuQuotaError as error:
+            print(f"loop-ros bench loop: {error}", file=sys.stderr)
+            return 2
     else:
         result = bench_plan(args.preset, args.backend, args.plans, args.warmup, args.threads)
     text = json.dumps(result, indent=2)

@@ -23,8 +23,9 @@ class CpuQuota:
     and children follow), ``close()`` moves them back out and removes the cgroup."""
 
     def __init__(self, cpus: float, name: str | None = None):
-        if not 0.01 <= cpus <= os.cpu_count():
-            raise CpuQuotaError(f"a CPU quota of {cpus} cores is outside [0.01, {os.cpu_count()}]")
+        cores = os.cpu_count() or 1
+        if not 0.01 <= cpus <= cores:
+            raise CpuQuotaError(f"a CPU quota of {cpus} cores is outside [0.01, {cores}]")
         name = name or f"loop_ros_quota_{os.getpid()}"
         quota_us = int(cpus * PERIOD_US)
         if (CGROUP_ROOT / "cgroup.controllers").is_file():  # v2: one unified hierarchy
@@ -46,7 +47,10 @@ class CpuQuota:
             raise CpuQuotaError(f"cannot set a CPU quota in {self.path}: {error}") from error
 
     def add(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        try:
+            (self.path / "cgroup.procs").write_text(f"{pid}\n")
+        except OSError as error:
+            raise CpuQuotaError(f"cannot move process {pid} into {self.path}: {error}") from error
 
     def close(self) -> None:
         """Move what is left to the parent cgroup and remove this one."""

@@ -80,8 +80,6 @@ def make_env(task_name: str, safety, episode_steps: int | None = None, seed: int
     raise ValueError(f"no sim env for task '{task_name}' (rc_car, point_mass)")
 
 
-
-
 # ---------------------------------------------------------------- episodes
 
 

@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "deployed model the car drives the plan's mean, which is safer)")
     parser.add_argument("--keys-dir", type=Path,
                         help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
-                             "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys)")
+                             "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys; with --fresh, a "
+                             "new pair in the run's data_dir, so no model signed in another run is accepted)")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--fresh", action="store_true",
@@ -300,7 +301,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
                                   trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
-                                  explore=args.fresh if args.explore is None else args.explore, keys_dir=args.keys_dir,
+                                  explore=args.fresh if args.explore is None else args.explore,
+                                  # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
+                                  keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
                                   trainer_cpus=args.trainer_cpus)
     except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
         print(f"loop-ros up: {error}", file=sys.stderr)

@@ -272,3 +272,15 @@ def test_a_directory_with_other_files_is_not_replaced(tmp_path, export_tiny_bund
     with pytest.raises(BundleError, match=r"not replacing .*mine: it holds \['notes.txt'\]"):
         write_bundle(bundle, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").is_file()
+
+
+def test_a_bundle_with_more_members_than_the_work_ceiling_allows_is_refused(tmp_path, export_tiny_bundle):
+    import json
+
+    from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_files, read_bundle
+    from loop_ros.core.config import MAX_ENSEMBLE_SIZE
+
+    bundle = read_bundle(export_tiny_bundle())
+    manifest = {**bundle.manifest, "ensemble_size": MAX_ENSEMBLE_SIZE + 1}
+    with pytest.raises(BundleError, match=f"ensemble_size {MAX_ENSEMBLE_SIZE + 1} exceeds {MAX_ENSEMBLE_SIZE}"):
+        bundle_from_files({**bundle.files, MANIFEST: json.dumps(manifest).encode()})

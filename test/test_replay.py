@@ -23,7 +23,7 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from loop_ros.core.config import TrainerConfig  # noqa: E402
-from loop_ros.core.replay import ReplayBuffer, ReplayTopics, bag_directories  # noqa: E402
+from loop_ros.core.replay import ReplayBuffer, ReplayTopics, bag_directories, no_command  # noqa: E402
 from loop_ros.core.tasks.rc_car import RcCarTask, obs_from_pose  # noqa: E402
 from loop_ros.nodes.messages import float_array, odometry_from_pose  # noqa: E402
 
@@ -88,8 +88,8 @@ STREAM = [
     (520, "/state", state(NAN_POSE, 520)),    # invalid: rejected
     (540, "/state", state(pose(6), 540)),     # A1 was 455 ms old at s5: none
     (560, "/state", state(pose(7), 560)),     # A1 was 495 ms old at s6: none
-    (565, "/action", action((1.0, 0.0, 0.0))),  # wrong size: rejected
-    (580, "/state", state(pose(8), 580)),     # A1 still the newest valid action, 515 ms old at s7: none
+    (565, "/action", action((1.0, 0.0, 0.0))),  # wrong size: rejected (the sim brakes), recorded as no command
+    (580, "/state", state(pose(8), 580)),     # no valid action since 565: none
     (585, "/action", action(A2)),
     (600, "/state", state(pose(9), 600)),     # T4: s8, A2, s9
     (605, "/action", action(A3)),
@@ -97,6 +97,7 @@ STREAM = [
     (901, "/state", state(pose(11), 640)),    # releases T5 (A3 was 295 ms old at s10: none)
 ]
 REJECTED = 2  # the NaN state and the wrong-sized action
+NOT_STORED = 1  # the NaN state (the action is stored as an empty one, no command)
 EXPECTED = [(0, A0, 1), (1, A1, 2), (3, A1, 4), (8, A2, 9), (9, A3, 10)]  # (s index, action, s' index)
 
 
@@ -122,10 +123,10 @@ def test_transitions_are_rebuilt_live_and_again_on_load(tmp_path):
     second = replay(tmp_path)
     check_transitions(list(second.load()))
     stats = second.stats()
-    assert stats["replay_transitions"] == 5 and second.loaded_messages == len(STREAM) - REJECTED
+    assert stats["replay_transitions"] == 5 and second.loaded_messages == len(STREAM) - NOT_STORED
     assert {k: v for k, v in stats.items() if k.startswith("replay_unpaired_")} == {
         "replay_unpaired_no_previous": 1, "replay_unpaired_episode_start": 1, "replay_unpaired_state_gap": 1,
-        "replay_unpaired_action_gap": 4}
+        "replay_unpaired_action_gap": 3, "replay_unpaired_no_action": 1}
     assert {k: v for k, v in first.stats().items() if k.startswith("replay_rejected_")} == {
         "replay_rejected_state": 1, "replay_rejected_action": 1}
 
@@ -145,8 +146,10 @@ def test_a_rejected_message_is_counted_never_stored_and_as_if_never_received(tmp
     assert sum(n for k, n in buffer.stats().items() if k.startswith("replay_rejected_")) == 2
     buffer.close()
     assert replay(tmp_path).load() and sum(1 for _ in replay(tmp_path).load()) == 1
-    with Reader(bag_directories(tmp_path, print)[0]) as reader:
-        assert reader.message_count == len(stream) - 2
+    with Reader(bag_directories(tmp_path, print)[0]) as reader:  # a rejected action is stored as no command
+        assert reader.message_count == len(stream) - (0 if topic == "/action" else 1)
+        stored = [bytes(data) for connection, _, data in reader.messages() if connection.topic == "/action"]
+    assert stored.count(no_command()) == (2 if topic == "/action" else 1)
 
 
 def episode_record(stamp_ms: int, terminated: bool) -> bytes:
@@ -179,11 +182,11 @@ def test_bags_are_rosbag2_v9_mcap_with_the_topics_and_counts(tmp_path):
     [bag] = bag_directories(tmp_path, print)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["version"] == 9 and meta["storage_identifier"] == "mcap"
-    assert meta["message_count"] == len(STREAM) - REJECTED == 17
+    assert meta["message_count"] == len(STREAM) - NOT_STORED == 18
     with Reader(bag) as reader:
         counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
         first = next(reader.messages())
-    assert counts == {"/state": ("nav_msgs/msg/Odometry", 12), "/action": ("std_msgs/msg/Float64MultiArray", 4),
+    assert counts == {"/state": ("nav_msgs/msg/Odometry", 12), "/action": ("std_msgs/msg/Float64MultiArray", 5),
                       "/episode": ("std_msgs/msg/String", 1)}
     assert (first[0].topic, first[1], bytes(first[2])) == ("/action", T0, action(A0))  # the wire bytes, as received
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from loop_ros.core.config import MAX_ENSEMBLE_SIZE
+
 FORMAT = "loop_ros.bundle"
 FORMAT_VERSION = 1
 OPSET = 17
@@ -341,6 +343,8 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
         raise BundleError(f"{MANIFEST} IO contract differs from this loop_ros version's: {manifest['io']}")
     if min(manifest["obs_dim"], manifest["act_dim"], manifest["ensemble_size"]) < 1:
         raise BundleError(f"{MANIFEST} dims must be >= 1")
+    if manifest["ensemble_size"] > MAX_ENSEMBLE_SIZE:  # the planner's work ceiling assumes at most this K
+        raise BundleError(f"{MANIFEST} ensemble_size {manifest['ensemble_size']} exceeds {MAX_ENSEMBLE_SIZE}")
     for key in ("action_low", "action_high"):
         values = manifest[key]
         if len(values) != manifest["act_dim"] or not all(_is_number(v) for v in values):

@@ -29,8 +29,10 @@ What is stored is what went over the wire: the CDR bytes of every ``state``, ``a
   are counted by reason (``replay_unpaired_*``).
 * a message that does not decode, or whose numbers fail ``core.untrusted``'s checks (not
   finite, too large, wrong size, an action out of the task's bounds, an episode record that
-  is no JSON object) is rejected: counted (``replay_rejected_<role>``), never stored, and
-  as if it had never been received, so a restarted trainer rebuilds the same transitions.
+  is no JSON object) is rejected: counted (``replay_rejected_<role>``) and never stored. A
+  rejected state or episode record is as if it had never been received. A rejected action
+  is recorded as an empty one (``no_command``): the sim brakes on either, so the action
+  before it pairs with no later state, live and on reload alike.
 
 Crash-loss bound. ``BagRecorder`` writes in its own thread from a bounded queue (full: the
 message is dropped and counted; the subscriber never waits for the disk). Messages collect
@@ -153,6 +155,15 @@ class Transition:
     done: bool
 
 
+def no_command() -> bytes:
+    """CDR of an empty Float64MultiArray on ``action``: no command. A rejected action is recorded
+    as this (the sim brakes on both, so the action before it was not applied after it)."""
+    ts = typestore()
+    msg = ts.types[FLOAT_ARRAY](layout=ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
+                                data=np.zeros(0, np.float64))
+    return bytes(ts.serialize_cdr(msg, FLOAT_ARRAY))
+
+
 @dataclass(frozen=True)
 class Fed:
     """What one message did: ``valid`` False when it was rejected (it must not be stored), and
@@ -192,9 +203,13 @@ class TransitionAssembler:
             return self._rejected(role) if record is None else Fed(True, self._on_episode(record))
         if role == "action":
             msg = _decoded(data, FLOAT_ARRAY)
+            if msg is not None and len(msg.data) == 0:  # no command (or a rejected one, recorded as that)
+                self._action = None
+                return Fed(True)
             action = None if msg is None else checked_vector(msg.data, self.task.act_dim)
             low, high = np.asarray(self.task.action_low), np.asarray(self.task.action_high)
             if action is None or np.any(action < low) or np.any(action > high):
+                self._action = None  # the sim brakes on it: no transition pairs with the action before it
                 return self._rejected(role)
             self._action = (action, timestamp_ns)
             return Fed(True)
@@ -558,10 +573,13 @@ class ReplayBuffer:
 
     def record(self, topic: str, timestamp_ns: int, data: bytes) -> tuple[Transition, ...]:
         """Check a received message and queue it for the bag; returns the transitions it
-        released. A rejected message (``TransitionAssembler.feed``) is counted, never stored."""
+        released. A rejected message (``TransitionAssembler.feed``) is counted, never stored; a
+        rejected action is recorded as ``no_command()``, so a reload pairs the same transitions."""
         fed = self.assembler.feed(topic, timestamp_ns, data)
         if not fed.valid:
-            return ()
+            if self.topics.role(topic) != "action":
+                return ()
+            data = no_command()
         if self.recorder is None:
             self.recorder = BagRecorder(self.data_dir, self.topics.types(), self.cfg, self._log)
         self.recorder.put(topic, timestamp_ns, data)

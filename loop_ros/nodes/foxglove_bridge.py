@@ -45,11 +45,11 @@ SECTIONS = ("task", "safety", "foxglove")
 FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
+"""The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 MAX_PATH_POSES = 1000
 """Longest planned path shown (the planner's has horizon + 1 poses)."""
 MAX_DIAGNOSTICS_CHANNELS = 64
 """Diagnostic statuses given a channel each; a peer cannot make the bridge open channels without end."""
-"""The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 
 
 def diagnostics_topic(status_name: str) -> str:

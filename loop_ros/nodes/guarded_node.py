@@ -66,6 +66,3 @@ class GuardedNode(Node):
 
     def add_post_set_parameters_callback(self, callback):
         return super().add_post_set_parameters_callback(self.guarded("parameter update", callback))
-
-    def add_pre_set_parameters_callback(self, callback):
-        return super().add_pre_set_parameters_callback(self.guarded("parameter pre-set", callback))

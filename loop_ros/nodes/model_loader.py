@@ -217,6 +217,11 @@ class ModelLoader:
                 self.busy = True  # under the lock, so ``pending`` never reads a gap
             try:
                 self._load(*request)
+            except Exception as error:  # noqa: BLE001 - e.g. an unreadable bundle path: the thread must live on
+                self.errors += 1
+                self.rejections[INVALID] += 1
+                self.last_error = f"loading failed: {error!r}"
+                self._log("error", self.last_error)
             finally:
                 self.busy = False
 

@@ -130,6 +130,15 @@ class PlannerNode(GuardedNode):
 
     # ------------------------------------------------------------ control path
     def _on_tick(self) -> None:
+        """Exactly one action per tick (DESIGN 5): should the tick itself fail, the safe action."""
+        try:
+            self._tick()
+        except Exception as error:  # noqa: BLE001 - counted like any callback error, and the robot brakes
+            self.count_callback_error("tick", error)
+            self.action_pub.publish(float_array(self.safe_action))
+            self.counts["tick_error"] += 1
+
+    def _tick(self) -> None:
         # The first tick waits for the first state, and for the model being loaded at start:
         # ticks before them could only brake.
         gate = self.start_gate

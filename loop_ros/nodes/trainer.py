@@ -74,8 +74,7 @@ class TrainerNode(GuardedNode):
     def __init__(self, node_name: str = "trainer"):
         super().__init__(node_name)
         configs = ParameterBinding(self, SECTIONS, lambda configs: None).configs
-        # Fixed at start, refused like read-only ones (declaring them read_only would refuse
-        # the empty-list defaults ParameterBinding sets after declaring them).
+        # Every trainer setting is fixed at start: any edit is refused.
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
         self.signing_key = self._load_signing_key(configs["security"].signing_key)

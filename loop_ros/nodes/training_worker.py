@@ -29,8 +29,8 @@ the refits still publishes, and does not owe updates forever:
   SAC uses all the time that storing and fitting leave.
 * ``trainer.max_owed_updates``: owed updates beyond this many are dropped (counted in
   ``sac_updates_skipped``), so catching up ends.
-* ``trainer.max_fit_share``: a due ensemble fit waits until the learner has spent
-  (1/share - 1) x the last fit's duration on other work since it ended. On a host where a
+* ``trainer.max_fit_share``: a due ensemble fit waits until (1/share - 1) x the last fit's
+  duration has passed since it ended. On a host where a
   fit takes longer than K_m transitions take to arrive, fits would otherwise take all the
   learner's time and SAC none (measured: 948 SAC updates in a 600 s run at 30 s per fit).
 
@@ -182,7 +182,8 @@ class TrainingWorker:
                 self._learn(batch)
             except Exception as error:  # keep learning from the next transitions; the planner keeps its model
                 self.errors += 1
-                self._log("error", f"training step failed: {error!r}")
+                self._stalled = True  # owed updates wait for the next transition: a lasting error must not spin
+                self._log("error", f"training step failed ({self.errors} so far): {error!r}")
             finally:
                 self._in_turn = 0
 
