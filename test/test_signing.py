@@ -4,11 +4,9 @@ comes in from the topic; a runtime edit rebuilds the active model, whatever its 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import stat
-import tarfile
 import threading
 
 import pytest
@@ -204,17 +202,10 @@ def test_an_older_or_equal_version_is_refused_after_the_signature(bundle, keys):
 
 
 def test_the_signature_member_is_optional_small_and_single(bundle, keys):
+    from test_bundle import tar_of as tar
+
     data = sign_bundle_bytes(bundle_to_bytes(bundle), keys[0])
     assert bundle_from_bytes(bundle_to_bytes(bundle)).signature is None
-
-    def tar(members):
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            for name, payload in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(payload)
-                archive.addfile(info, io.BytesIO(payload))
-        return buffer.getvalue()
 
     members = [(name, bundle.files[name]) for name in bundle.files]
     too_long = f"'{SIGNATURE}': {MAX_SIGNATURE_BYTES + 1} bytes exceeds {MAX_SIGNATURE_BYTES}"
