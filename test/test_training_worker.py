@@ -86,6 +86,14 @@ def make_worker(tmp_path, learner, **schedule):
     return worker, published, logged
 
 
+def offer_for(worker, seconds: float) -> None:
+    """A new transition every 10 ms for ``seconds``, as a 100 Hz robot would send them."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        worker.offer(transition())
+        time.sleep(0.01)
+
+
 def wait_for(predicate, timeout_s: float, what: str) -> None:
     end = time.monotonic() + timeout_s
     while not predicate():
@@ -107,9 +115,7 @@ def test_a_learner_that_owes_updates_still_publishes_once_the_model_is_max_model
     worker.start()
     started = time.monotonic()
     try:
-        while time.monotonic() - started < 2.8:
-            worker.offer(transition())
-            time.sleep(0.01)
+        offer_for(worker, 2.8)
         stats = worker.stats()
     finally:
         assert worker.stop()
@@ -180,9 +186,7 @@ def test_fits_take_at_most_max_fit_share_of_the_learners_time(tmp_path, template
     worker.start()
     started = time.monotonic()
     try:
-        while time.monotonic() - started < 3.0:
-            worker.offer(transition())
-            time.sleep(0.01)
+        offer_for(worker, 3.0)
     finally:
         worker.stop()
     elapsed = time.monotonic() - started
