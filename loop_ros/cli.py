@@ -7,10 +7,10 @@ import sys
 
 # subcommand -> module defining add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
-    "bench": "loop_ros.bench",
-    "up": "loop_ros.supervisor",
-    "train": "loop_ros.train",
-    "eval": "loop_ros.evaluate",
+    "bench": "loop_ros.commands.bench",
+    "up": "loop_ros.commands.up",
+    "train": "loop_ros.commands.train",
+    "eval": "loop_ros.commands.eval",
 }
 
 

@@ -1,14 +1,17 @@
 """ARC / safeARC: batched planner vs the literal loop transcription, hand-built costs, closed loop."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
 import math
 
-from loop_ros.core.arc import ArcPlanner, draw_plan_noise, shifted_warm_start, standard_normal
+from loop_ros.core.arc import (ArcPlanner, draw_plan_noise, fused_graph_key, shifted_warm_start, standard_normal,
+                               terminal_kind)
 from loop_ros.core.arc_reference import arc_reference
-from loop_ros.core.config import ArcConfig, SafetyConfig
+from loop_ros.core.config import ArcConfig, ConfigError, SafetyConfig, TerminalValue, from_params
+from loop_ros.core.planning_model import FusedRolloutModel, PlanningModel
 from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask, point_mass_step
 
@@ -62,6 +65,134 @@ def test_batched_planner_equals_literal_reference(name):
         assert 0 < ref_feasible < 12
     if name == "safe-enough-feasible":
         assert 2 <= ref_feasible < 12
+
+
+class FallingPointMass(PointMassTask):
+    """The point mass falls (its episode ends, as a Hopper's does) once x passes ``edge``."""
+
+    def __init__(self, edge, reward_from_model=False):
+        super().__init__()
+        self.edge, self.reward_from_model = edge, reward_from_model
+
+    def terminated(self, next_state):
+        return next_state[..., 0] > self.edge
+
+
+FALL_CASES = [(terminal, from_model) for terminal in ("discounted", "authors", "none") for from_model in (False, True)]
+
+
+def _arc_with(terminal: str) -> ArcConfig:
+    if terminal == "none":
+        return dataclasses.replace(SMALL, use_terminal_value=False)
+    return dataclasses.replace(SMALL, terminal=terminal)
+
+
+@pytest.mark.parametrize("terminal,reward_from_model", FALL_CASES)
+def test_batched_planner_equals_literal_reference_through_falls(terminal, reward_from_model):
+    """From x = 0.5 with model noise 0.05, a part of the rollouts passes x = 0.55 at each step: the
+    mask cuts their returns at different steps (and so tells alive_H from alive_{H-1})."""
+    arc, safety = _arc_with(terminal), SafetyConfig(enabled=True, keep_in_radius=0.6)
+    task, model = FallingPointMass(0.55, reward_from_model), ActionValueModel(noise_std=0.05)
+    state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
+    previous = np.random.default_rng(1).uniform(-1, 1, (arc.horizon, 2)).astype(np.float32)
+    noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
+
+    planner = ArcPlanner(model, task, arc, safety)
+    planner.mean = previous.copy()
+    result = planner.plan(state, rng=None, noise=noise)
+    ref_mean, _, _, ref_feasible = arc_reference(model, task, arc, safety, state, previous, noise)
+    np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
+    assert result.metrics["n_feasible"] == ref_feasible
+    # the falls matter: planning as if nothing fell gives another plan
+    never_falls = FallingPointMass(np.inf, reward_from_model)
+    standing, *_ = arc_reference(model, never_falls, arc, safety, state, previous, noise)
+    assert np.abs(standing - ref_mean).max() > 1e-3
+
+
+@pytest.mark.parametrize("terminal,reward_from_model", [("discounted", False), ("authors", True)])
+def test_fused_onnx_rollout_stops_at_falls_as_the_reference(terminal, reward_from_model, export_tiny_bundle):
+    """The fused graph returns the states; the planner masks in numpy. x of the tiny model's rollouts
+    spreads around 0.7 at every step, so about half of them fall at some step."""
+    from loop_ros.core.bundle import read_bundle
+    from loop_ros.core.config import RuntimeConfig
+    from loop_ros.core.runtime import OrtPlanningModel
+
+    arc, safety = _arc_with(terminal), SafetyConfig()
+    model = OrtPlanningModel(read_bundle(export_tiny_bundle(obs_dim=4, act_dim=2, task="point_mass")), RuntimeConfig())
+    task, state = FallingPointMass(0.7, reward_from_model), np.array([0.5, 0.1, 0.1, -0.05], np.float32)
+    noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
+    planner = ArcPlanner(model, task, arc, safety)
+    assert planner.fused and isinstance(model, FusedRolloutModel)
+    result = planner.plan(state, rng=None, noise=noise)
+    ref_mean, *_ = arc_reference(model, task, arc, safety, state, None, noise)
+    np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
+    standing, *_ = arc_reference(model, FallingPointMass(np.inf, reward_from_model), arc, safety, state, None, noise)
+    assert np.abs(standing - ref_mean).max() > 1e-3
+
+
+def test_a_candidate_that_falls_at_step_1_earns_its_first_reward_only():
+    # The hand arithmetic of test_discounted_return_matches_hand_arithmetic (H=2, gamma=0.5, s0 = 0, exact
+    # model), with a fall at x > 0.005. Candidate a=(1,0): x1 = 0.01 falls, so R = r0 = -0.99 - 0.01 = -1.0
+    # in both conventions (not r1, not Q behind the fall). Candidate a=(-1,0): x1 = -0.01, x2 = -0.03 stand:
+    # r0 = -1.01 - 0.01 = -1.02, r1 = -1.03 - 0.01 = -1.04, Q(s, .) = -|p - goal|.
+    #   discounted: -1.02 + 0.5 * -1.04 + 0.25 * Q(s2, pi(s2)) = -1.02 - 0.52 - 0.2575 = -1.7975
+    #   authors:    r0 + Q(s1, a1) = -1.02 - 1.01 = -2.03
+    arc = ArcConfig(horizon=2, population=2, particles=1, iterations=1, beta=0.0, gamma=0.5)
+    model = PointMassModel(ensemble_size=1, noise_std=0.0, member_spread=0.0)
+    cands = np.array([[[1.0, 0.0]] * 2, [[-1.0, 0.0]] * 2], np.float32)
+    for terminal, standing in (("discounted", -1.7975), ("authors", -2.03)):
+        arc = dataclasses.replace(arc, terminal=terminal)
+        planner = ArcPlanner(model, FallingPointMass(0.005), arc, SafetyConfig())
+        returns, _ = planner.evaluate(np.zeros(4, np.float32), cands, np.zeros((2, 1, 2, 4), np.float32))
+        np.testing.assert_allclose(returns[0, 0], [-1.0, standing], atol=1e-5)
+
+
+class CliffValueModel(PointMassModel):
+    """Exact dynamics and a critic that values x: the land past the cliff looks best of all."""
+
+    def critic(self, state, action):
+        return (10.0 * state[..., 0]).astype(np.float32)
+
+
+def test_the_planner_does_not_plan_over_the_cliff_for_the_value_behind_it():
+    # From x = 0.9 at 0.3 m/s, H = 3: x3 = 0.99 + 0.01 (3 a0 + 2 a1 + a2) (x1, x2 <= 0.99), so a plan falls
+    # off the edge x = 1 at step 3 iff 3 a0 + 2 a1 + a2 > 1, where Q = 10 x3 would pay the most.
+    arc = ArcConfig(horizon=3, population=200, particles=1, iterations=3, beta=0.0, eta=0.1)
+    model = CliffValueModel(ensemble_size=1, noise_std=0.0, member_spread=0.0)
+    state = np.array([0.9, 0.0, 0.3, 0.0], np.float32)
+
+    def planned_x(task):
+        planner = ArcPlanner(model, task, arc, SafetyConfig())
+        result = planner.plan(state, np.random.default_rng(0))
+        return planner.predict_states(state, result.mean_actions)[1:, 0]
+
+    assert planned_x(FallingPointMass(1.0)).max() <= 1.0 + 1e-5
+    assert planned_x(FallingPointMass(np.inf)).max() > 1.01  # without the fall the critic does pull over
+
+
+def test_terminal_value_enum_takes_the_strings_users_write():
+    assert ArcConfig().terminal is TerminalValue.DISCOUNTED
+    assert ArcConfig(terminal="authors").terminal is TerminalValue.AUTHORS
+    assert from_params({"arc.terminal": "authors"})["arc"].terminal is TerminalValue.AUTHORS
+    assert dataclasses.replace(ArcConfig(), terminal="authors") == ArcConfig(terminal=TerminalValue.AUTHORS)
+    for bad in ("none", "next", "last", None):  # no value is use_terminal_value false; the old kinds are gone
+        with pytest.raises(ConfigError, match="arc.terminal must be one of"):
+            ArcConfig(terminal=bad)
+    # a str: equal, hashed, printed and serialised as the string
+    assert TerminalValue.AUTHORS == "authors" and {"authors": 1}[TerminalValue.AUTHORS] == 1
+    assert f"{TerminalValue.AUTHORS}" == "authors" and json.dumps(TerminalValue.AUTHORS) == '"authors"'
+    # the kind the planner and the fused-graph cache use
+    assert terminal_kind(ArcConfig(terminal="authors")) is TerminalValue.AUTHORS
+    assert terminal_kind(ArcConfig(terminal="authors", use_terminal_value=False)) is TerminalValue.NONE
+    assert fused_graph_key(ArcConfig(horizon=4), "arc") == (4, TerminalValue.DISCOUNTED)
+    assert fused_graph_key(ArcConfig(horizon=4), "cem") == (4, TerminalValue.NONE)
+    assert fused_graph_key(ArcConfig(horizon=4), "actor") is None
+
+
+def test_models_are_told_apart_by_protocol():
+    model = PointMassModel()
+    assert isinstance(model, PlanningModel) and not isinstance(model, FusedRolloutModel)
+    assert not ArcPlanner(model, make_task("point_mass"), SMALL, SafetyConfig()).fused
 
 
 def test_standard_normal_has_the_normal_moments_and_tails():

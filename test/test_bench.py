@@ -1,7 +1,7 @@
 """The plan benchmark's FLOP accounting: the layers-only ceiling runs the plan's own matmul work."""
 import numpy as np
 
-from loop_ros import bench
+from loop_ros.commands import bench
 from loop_ros.core.arc import ArcPlanner
 
 

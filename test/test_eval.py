@@ -12,7 +12,10 @@ import torch
 from loop_ros import cli
 from loop_ros.core.arc import PlanResult
 from loop_ros.core.tasks.rc_car import RcCarTask
-from loop_ros.evaluate import evaluate_bundle, evaluate_planner, load_params
+from loop_ros.commands.eval import evaluate_bundle
+from loop_ros.core.episodes import evaluate_planner
+from loop_ros.core.tasks import make_task
+from loop_ros.settings import load_params
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +103,8 @@ def test_eval_of_a_missing_bundle_says_why_and_exits_2(tmp_path, capsys):
 def test_shipped_rc_car_bundle_meets_the_bar_with_safe_arc():
     """The issue's bar: safeARC drives at the target speed (+-10 %), on the 1 m circle
     (mean |r - 1| <= 0.15 m), never leaving the 1.2 m keep-in circle in 5 episodes."""
-    result = evaluate_bundle("rc_car", "safe-arc", str(SHIPPED), episodes=5, seed=0, params=load_params("rc_car"))
+    result = evaluate_bundle(make_task("rc_car"), "safe-arc", str(SHIPPED), episodes=5, seed=0,
+                             params=load_params(make_task("rc_car")))
     assert abs(result["mean_speed"] - result["target_speed"]) <= 0.1 * result["target_speed"]
     assert result["mean_radius_error"] <= 0.15
     assert result["violations_per_episode"] == 0

@@ -19,7 +19,7 @@ PLAN = np.array([[0.8, 0.3], [0.9, 0.45], [0.95, 0.6]])
 
 def test_scene_draws_the_constraints_the_target_the_plan_and_the_car():
     safety = SafetyConfig(keep_in_radius=1.2, obstacles=(0.5, -0.3, 0.2))
-    scene = entities(decode_foxglove(scene_update("odom", POSE, PLAN, safety, target_radius=1.0)))
+    scene = entities(decode_foxglove(scene_update("odom", POSE, PLAN, safety, [(0.0, 0.0, 1.0)])))
     assert {e.frame_id for e in scene.values()} == {"odom"}
     keep_in, obstacle = scene["constraints"].lines
     assert circle_of(xy(keep_in)) == pytest.approx((1.2, 1.2), abs=1e-6)
@@ -33,7 +33,7 @@ def test_scene_draws_the_constraints_the_target_the_plan_and_the_car():
 
 
 def test_scene_before_any_input_and_without_constraints_is_empty():
-    scene = entities(decode_foxglove(scene_update("odom", None, None, SafetyConfig(keep_in_radius=0.0), None)))
+    scene = entities(decode_foxglove(scene_update("odom", None, None, SafetyConfig(keep_in_radius=0.0), [])))
     assert set(scene) == {"constraints", "target", "plan", "car"}
     assert not any(list(e.lines) + list(e.cubes) for e in scene.values())
 

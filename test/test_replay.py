@@ -23,7 +23,8 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from loop_ros.core.config import TrainerConfig  # noqa: E402
-from loop_ros.core.replay import ReplayBuffer, ReplayTopics, bag_directories, no_command  # noqa: E402
+from loop_ros.core.replay import ReplayBuffer, bag_directories  # noqa: E402
+from loop_ros.core.transitions import ReplayTopics, no_command  # noqa: E402
 from loop_ros.core.tasks.rc_car import RcCarTask, obs_from_pose  # noqa: E402
 from loop_ros.nodes.messages import float_array, odometry_from_pose  # noqa: E402
 

@@ -310,7 +310,8 @@ def test_no_invalid_edit_landed(fuzzed):
 
 def test_the_replay_holds_no_rejected_message(fuzzed):
     from loop_ros.core.config import TrainerConfig
-    from loop_ros.core.replay import ReplayBuffer, ReplayTopics
+    from loop_ros.core.replay import ReplayBuffer
+    from loop_ros.core.transitions import ReplayTopics
     from loop_ros.core.tasks import make_task
 
     task = make_task("rc_car")

@@ -9,7 +9,9 @@ import sys
 import pytest
 from ros_helpers import Probe, domain_id, params_file, ros_environment
 
-from loop_ros.supervisor import TASK_NODES, node_command, node_environment
+from loop_ros.core.tasks import make_task
+from loop_ros.nodes import task_nodes
+from loop_ros.stack import node_command, node_environment
 
 
 def start_up(tmp_path, params, domain, *extra):
@@ -64,7 +66,7 @@ def test_node_commands_and_environment(tmp_path, monkeypatch):
     assert (env["ROS_DOMAIN_ID"], env["ROS_AUTOMATIC_DISCOVERY_RANGE"], env["RMW_IMPLEMENTATION"]) == \
         ("17", "LOCALHOST", "rmw_fastrtps_cpp")
     assert node_environment(5)["ROS_DOMAIN_ID"] == "5"
-    assert TASK_NODES["rc_car"] == ("sim", "planner")
+    assert task_nodes(make_task("rc_car")) == ("sim", "planner")
     assert node_command("sim", tmp_path / "p.yaml", tmp_path / "s.json") == [
         sys.executable, "-m", "loop_ros.nodes.sim", "--summary", str(tmp_path / "s.json"),
         "--ready", str(tmp_path / "s.ready"),
@@ -73,7 +75,7 @@ def test_node_commands_and_environment(tmp_path, monkeypatch):
 
 def test_up_creates_a_key_pair_once_and_the_trainer_signs_with_what_the_planner_trusts(tmp_path):
     from loop_ros.core.signing import key_id, load_private_key, load_public_key
-    from loop_ros.supervisor import key_overrides
+    from loop_ros.stack import key_overrides
 
     params = params_file(tmp_path / "params.yaml")
     keys = tmp_path / "keys"

@@ -41,7 +41,7 @@ def test_a_loaded_replay_is_caught_up_before_the_first_model_is_published(tmp_pa
     import numpy as np
 
     from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
-    from loop_ros.core.replay import Transition
+    from loop_ros.core.transitions import Transition
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer
     from loop_ros.nodes.training_worker import TrainingWorker
@@ -185,7 +185,8 @@ def test_the_bags_open_with_rosbags_and_hold_what_was_recorded(loop):
     from rosbags.rosbag2 import Reader
 
     from loop_ros.core.config import TrainerConfig
-    from loop_ros.core.replay import ReplayBuffer, ReplayTopics, bag_directories
+    from loop_ros.core.replay import ReplayBuffer, bag_directories
+    from loop_ros.core.transitions import ReplayTopics
     from loop_ros.core.tasks import make_task
 
     loop.probe.wait_for(lambda: latest(loop.trainer, "replay_written") >= 400, 20.0, "5 s of messages recorded")
@@ -251,7 +252,7 @@ def test_models_are_published_after_every_nth_refit_and_the_newest_kept(tmp_path
     import numpy as np
 
     from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
-    from loop_ros.core.replay import Transition
+    from loop_ros.core.transitions import Transition
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer
     from loop_ros.nodes.training_worker import TrainingWorker

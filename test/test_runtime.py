@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from loop_ros.core.bundle import Bundle, BundleError, bundle_to_bytes, read_bundle
-from loop_ros.core.config import RuntimeConfig
+from loop_ros.core.config import RuntimeConfig, TerminalValue
 from loop_ros.core.runtime import ModelHolder, OrtPlanningModel
 
 S, A, K = 6, 2, 3
@@ -68,7 +68,7 @@ def test_model_reports_the_bundle_and_session_settings(bundle, threads, small_th
     assert settings == {"dynamics": (threads, 1, "1"), "actor": small, "critic": small}
 
 
-@pytest.mark.parametrize("terminal", ["next", "last", None])
+@pytest.mark.parametrize("terminal", list(TerminalValue))
 def test_a_rollout_split_over_one_thread_sessions_equals_one_session(bundle, terminal):
     """intra_op_threads = 3 on the CPU: three one-thread sessions on slices of B (7 rows: 2, 2, 3)."""
     H, B = 4, 7
@@ -115,10 +115,10 @@ def test_the_preparer_process_verifies_and_composes_and_refuses_bad_bundles(expo
     wrong_task = sign_bundle_bytes(bundle_to_bytes(export_tiny_bundle(version=3, name="v3", task="point_mass")), key)
     preparer, holder = BundlePreparer(), ModelHolder()
     try:
-        files, graphs = preparer.prepare("bytes", bundle_to_bytes(sign_bundle(good, key)), EXPECTED, (4, "next"), trust)
-        assert files == good.files and graphs == fused_graphs(good, 4, "next")  # as composed in this process
+        files, graphs = preparer.prepare("bytes", bundle_to_bytes(sign_bundle(good, key)), EXPECTED, (4, TerminalValue.DISCOUNTED), trust)
+        assert files == good.files and graphs == fused_graphs(good, 4, TerminalValue.DISCOUNTED)  # as composed here
         with pytest.raises(BundleError, match="sha256 mismatch for dynamics.onnx"):
-            preparer.prepare("bytes", corrupt, EXPECTED, (4, "next"), trust)
+            preparer.prepare("bytes", corrupt, EXPECTED, (4, TerminalValue.DISCOUNTED), trust)
         with pytest.raises(BundleError, match="bundle task is 'point_mass', expected 'rc_car'"):
             preparer.prepare("bytes", wrong_task, EXPECTED, None, trust)
         process = preparer._process

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from loop_ros import cli, train
+from loop_ros import cli
+from loop_ros.commands import train
 from loop_ros.core.bundle import read_bundle, verify_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
 from loop_ros.core.arc import ArcPlanner

@@ -44,7 +44,8 @@ def write_replay(data_dir, transitions: int) -> None:
     from rclpy.serialization import serialize_message
 
     from loop_ros.core.config import TrainerConfig
-    from loop_ros.core.replay import ReplayBuffer, ReplayTopics
+    from loop_ros.core.replay import ReplayBuffer
+    from loop_ros.core.transitions import ReplayTopics
     from loop_ros.core.tasks import make_task
     from loop_ros.nodes.messages import float_array, odometry_from_pose
 

@@ -12,7 +12,7 @@ import pytest
 
 from loop_ros.core.bundle import read_bundle, write_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
-from loop_ros.core.replay import Transition
+from loop_ros.core.transitions import Transition
 from loop_ros.nodes.training_worker import TrainingWorker
 
 PROVENANCE = {"command": "pytest", "seed": 0, "eval_return": None}

@@ -5,11 +5,17 @@ beta mixture ratio (``n_actor = round(beta*N)`` candidates roll the actor throug
 model), eta temperature, alpha smoothing (``alpha_mean`` / ``alpha_var``), d0 threshold,
 m ``min_safe``, beta_pess pessimism.
 
-Return of a candidate under member k, particle p (``ArcConfig.terminal``):
-  'discounted': sum_{t<H} gamma^t r(s_t, a_t, s_{t+1}) + gamma^H Q(s_H, pi(s_H))
-  'authors'   : sum_{t<H-1} r(s_t, a_t, s_{t+1}) + Q(s_{H-1}, a_{H-1})   (undiscounted, Q at step H-1)
-Worst-case cost of a candidate: max over k, p of sum_{t<H} gamma^t c(s_{t+1}) (the current
-state's cost is the same for every candidate, so it is left out).
+Return of a candidate under member k, particle p (``candidate_returns``, Eq. 3 with termination;
+the kind of terminal value is ``terminal_kind``), with r_t = r(s_t, a_t, s_{t+1}):
+  DISCOUNTED: sum_{t<H} gamma^t alive_t r_t + gamma^H alive_H Q(s_H, pi(s_H))
+  AUTHORS   : sum_{t<H-1} alive_t r_t + alive_{H-1} Q(s_{H-1}, a_{H-1})   (undiscounted, Q replaces r_{H-1})
+  NONE      : sum_{t<H} gamma^t alive_t r_t
+alive_0 = 1 (the current state), alive_{t+1} = alive_t * (1 - terminated(s_{t+1})) (``Task.terminated``):
+the step that falls still earns its reward, as in the env; nothing after it counts, the critic's
+value behind a fall neither.
+Worst-case cost of a candidate: max over k, p of sum_{t<H} gamma^t c(s_{t+1}), never masked (a plan
+through a fall must not look safer); the current state's cost is the same for every candidate,
+so it is left out.
 
 All randomness of one plan is drawn up front (``draw_plan_noise``) so this planner and
 the literal loop transcription in ``arc_reference.py`` can be compared exactly.
@@ -22,7 +28,8 @@ from functools import partial
 
 import numpy as np
 
-from loop_ros.core.config import ArcConfig, SafetyConfig, controller_arc_config, controller_safety
+from loop_ros.core.config import ArcConfig, SafetyConfig, TerminalValue, controller_arc_config, controller_safety
+from loop_ros.core.planning_model import FusedRolloutModel, PlanningModel
 from loop_ros.core.tasks.base import Task
 
 
@@ -68,26 +75,54 @@ def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n].reshape(shape)
 
 
-def stepwise_rollout(model, state, actions, noise, terminal: str | None):
-    """One dynamics call per step (any PlanningModel); the fused ONNX graph does the same in one run.
+def stepwise_rollout(model: PlanningModel, state, actions, noise, terminal: TerminalValue):
+    """One dynamics call per step (any PlanningModel); a ``FusedRolloutModel`` does the same in one run.
 
     state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S) = s_1..s_H,
-    model rewards (H,K,B), q (K,B) per ``ArcPlanner.terminal_kind`` (None: no value).
+    model rewards (H,K,B), q (K,B): Q(s_H, pi(s_H)) for DISCOUNTED, Q(s_{H-1}, a_{H-1}) for AUTHORS, None for NONE.
     """
     H = len(actions)
     K, B, S = state.shape
     s, states, rewards, q = state, [], [], None
     for t in range(H):
-        if terminal == "last" and t == H - 1:
+        if terminal == TerminalValue.AUTHORS and t == H - 1:
             q = model.critic(s.reshape(K * B, S), actions[t].reshape(K * B, -1)).reshape(K, B)
         s, r = model.dynamics(s, actions[t], noise[t])
         states.append(s)
         rewards.append(r)
-    if terminal == "next":
+    if terminal == TerminalValue.DISCOUNTED:
         flat = s.reshape(K * B, S)
         pi = model.actor(flat, np.zeros((K * B, actions.shape[-1]), np.float32))
         q = model.critic(flat, pi).reshape(K, B)
     return np.stack(states), np.stack(rewards), q
+
+
+def alive_mask(task: Task, states: np.ndarray) -> np.ndarray:
+    """alive (H+1, ...) bool of states s_1..s_H (H, ..., S): alive_0 = True (the current state, from
+    which we plan, has not ended), alive_{t+1} = alive_t and not terminated(s_{t+1})."""
+    fell = np.asarray(task.terminated(states), dtype=bool)
+    alive = np.logical_and.accumulate(~fell, axis=0)
+    return np.concatenate([np.ones_like(alive[:1]), alive])
+
+
+def candidate_returns(rewards: np.ndarray, alive: np.ndarray, q: np.ndarray | None, gamma: float,
+                      terminal: TerminalValue) -> np.ndarray:
+    """Eq. 3 with termination, per rollout: rewards (H, ...) r_t, alive (H+1, ...) bool, q (...) -> (...).
+
+    DISCOUNTED: sum_{t<H} gamma^t alive_t r_t + gamma^H alive_H Q(s_H, pi(s_H))
+    AUTHORS:    sum_{t<H-1} alive_t r_t + alive_{H-1} Q(s_{H-1}, a_{H-1})   (Alg. 3 l.20, undiscounted)
+    NONE:       sum_{t<H} gamma^t alive_t r_t
+    Masked by ``where``, not by a product: a model that diverges after a fall (inf, NaN) cannot
+    leak into the return through 0 * inf.
+    """
+    H = len(rewards)
+    earned = np.where(alive[:H], rewards, np.float32(0))
+    if terminal == TerminalValue.AUTHORS:
+        return earned[:H - 1].sum(axis=0) + np.where(alive[H - 1], q, np.float32(0))
+    returns = np.tensordot(gamma ** np.arange(H, dtype=np.float32), earned, axes=1)
+    if terminal == TerminalValue.DISCOUNTED:
+        returns = returns + np.float32(gamma**H) * np.where(alive[H], q, np.float32(0))
+    return returns
 
 
 def shifted_warm_start(previous_mean: np.ndarray) -> np.ndarray:
@@ -132,14 +167,12 @@ def candidate_weights(score: np.ndarray, worst_cost: np.ndarray | None, arc: Arc
     return weigh(score, arc.eta, feasible), n_feasible
 
 
-def terminal_kind(arc: ArcConfig) -> str | None:
-    """What the rollout's q is: 'next' = Q(s_H, pi(s_H)), 'last' = Q(s_{H-1}, a_{H-1}), None = no value."""
-    if not arc.use_terminal_value:
-        return None
-    return "last" if arc.terminal == "authors" else "next"
+def terminal_kind(arc: ArcConfig) -> TerminalValue:
+    """The terminal value a planner with these settings adds: ``arc.terminal``, NONE without a value."""
+    return arc.terminal if arc.use_terminal_value else TerminalValue.NONE
 
 
-def fused_graph_key(arc: ArcConfig, controller: str) -> tuple[int, str | None] | None:
+def fused_graph_key(arc: ArcConfig, controller: str) -> tuple[int, TerminalValue] | None:
     """(horizon, terminal kind) of the fused graphs a planner with these settings composes (None: none)."""
     if controller == "actor":
         return None
@@ -147,9 +180,9 @@ def fused_graph_key(arc: ArcConfig, controller: str) -> tuple[int, str | None] |
 
 
 class ArcPlanner:
-    """Batched ARC / safeARC over a ``PlanningModel`` (see ``runtime.py``) and a ``Task``."""
+    """Batched ARC / safeARC over a ``PlanningModel`` (``planning_model.py``) and a ``Task``."""
 
-    def __init__(self, model, task: Task, arc: ArcConfig, safety: SafetyConfig, controller: str = "arc"):
+    def __init__(self, model: PlanningModel, task: Task, arc: ArcConfig, safety: SafetyConfig, controller: str = "arc"):
         self.model, self.task, self.controller = model, task, controller
         self.base_arc = arc
         self.arc = controller_arc_config(controller, arc)
@@ -158,8 +191,9 @@ class ArcPlanner:
         self.high = np.asarray(task.action_high, dtype=np.float32)
         self.init_std = np.float32(self.arc.sigma) * (self.high - self.low) / 2
         self.mean: np.ndarray | None = None  # warm start (H, A)
+        self.fused = isinstance(model, FusedRolloutModel)  # one call per iteration instead of one per step
         key = fused_graph_key(arc, controller)
-        if hasattr(model, "prepare") and key is not None:
+        if self.fused and key is not None:
             model.prepare(*key)  # compose fused graphs now, not mid-plan
 
     def with_settings(self, arc: ArcConfig | None = None, safety: SafetyConfig | None = None) -> "ArcPlanner":
@@ -241,7 +275,7 @@ class ArcPlanner:
         sequences = np.empty((n_actor, H, len(self.low)), dtype=np.float32)
         if n_actor == 0:
             return sequences
-        if hasattr(self.model, "actor_rollout"):
+        if self.fused:
             return self.model.actor_rollout(state[None].repeat(n_actor, axis=0), actor_noise).transpose(1, 0, 2)
         s = np.repeat(state[None], n_actor, axis=0).astype(np.float32)
         zeros = np.zeros((K, n_actor, S), dtype=np.float32)
@@ -259,7 +293,7 @@ class ArcPlanner:
         actor = np.clip(actor_sequences, self.low, self.high)
         return np.concatenate([actor, gaussian.astype(np.float32)], axis=0)
 
-    def terminal_kind(self) -> str | None:
+    def terminal_kind(self) -> TerminalValue:
         return terminal_kind(self.arc)
 
     def evaluate(self, state: np.ndarray, candidates: np.ndarray, dynamics_noise: np.ndarray):
@@ -275,21 +309,17 @@ class ArcPlanner:
         per_step = np.broadcast_to(candidates.transpose(1, 0, 2)[:, None, None], (H, K, P, N, A))
         actions = np.ascontiguousarray(per_step).reshape(H, K, P * N, A)
         terminal = self.terminal_kind()
-        rollout = getattr(m, "rollout", None) or partial(stepwise_rollout, m)
+        rollout = m.rollout if self.fused else partial(stepwise_rollout, m)
         states, model_rewards, q = rollout(s0, actions, dynamics_noise, terminal)
         if task.reward_from_model:
             rewards = model_rewards
         else:
             rewards = task.reward(np.concatenate([s0[None], states[:-1]]), actions, states)
-        discounts = arc.gamma ** np.arange(H, dtype=np.float32)
-        if terminal == "last":  # Alg. 3 l.20, the authors' undiscounted convention
-            returns = rewards[:-1].sum(axis=0) + q
-        else:
-            returns = np.tensordot(discounts, rewards, axes=1)
-            if terminal == "next":
-                returns = returns + np.float32(arc.gamma**H) * q
+        # masked here, from the returned states, so the stepwise and fused rollouts share it
+        returns = candidate_returns(rewards, alive_mask(task, states), q, arc.gamma, terminal)
         costs = np.zeros((K, P * N), np.float32)
-        if self.safety.enabled:
+        if self.safety.enabled:  # unmasked: a plan through a fall is never made to look safer
+            discounts = arc.gamma ** np.arange(H, dtype=np.float32)
             costs = np.tensordot(discounts, task.cost(states, self.safety), axes=1)
         return returns.reshape(K, P, N), costs.reshape(K, P, N)
 

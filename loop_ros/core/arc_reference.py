@@ -2,6 +2,12 @@
 
 Same conventions and same pre-drawn ``PlanNoise`` as ``arc.ArcPlanner``; one model call per
 member, particle, candidate and step. Slow by design: it exists to be obviously right.
+
+Return of one rollout (``_return``, Eq. 3 with termination), r_t = r(s_t, a_t, s_{t+1}):
+  'discounted': sum_{t<H} gamma^t alive_t r_t + gamma^H alive_H Q(s_H, pi(s_H))
+  'authors'   : sum_{t<H-1} alive_t r_t + alive_{H-1} Q(s_{H-1}, a_{H-1})   (undiscounted)
+  no value    : sum_{t<H} gamma^t alive_t r_t
+alive_0 = 1, alive_{t+1} = alive_t * (1 - terminated(s_{t+1})). Costs are never masked.
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import math
 import numpy as np
 
 from loop_ros.core.arc import PlanNoise
-from loop_ros.core.config import ArcConfig, SafetyConfig
+from loop_ros.core.config import ArcConfig, SafetyConfig, TerminalValue
 
 
 def _member_step(model, k, s, a, eps):
@@ -39,25 +45,43 @@ def _q(model, s, a):
     return float(model.critic(np.asarray(s, np.float32)[None], np.asarray(a, np.float32)[None])[0])
 
 
+def _return(rewards, alive, q, gamma, terminal):
+    """Eq. 3 with termination, one rollout: rewards r_0..r_{H-1}, alive_0..alive_H, q (see the module docstring)."""
+    H = len(rewards)
+    R = 0.0
+    if terminal == TerminalValue.AUTHORS:
+        for t in range(H - 1):
+            if alive[t]:
+                R += rewards[t]
+        if alive[H - 1]:
+            R += q
+        return R
+    for t in range(H):
+        if alive[t]:
+            R += gamma**t * rewards[t]
+    if terminal == TerminalValue.DISCOUNTED and alive[H]:
+        R += gamma**H * q
+    return R
+
+
 def _rollout(model, task, arc, safety, k, s0, actions, noise_of_step):
     """Return R and cost C of one action sequence under member k, one particle (Alg. 3 l.16-21, Alg. 4 l.22)."""
     H = len(actions)
-    authors = arc.terminal == "authors" and arc.use_terminal_value
-    R, C, s = 0.0, 0.0, s0
+    terminal = arc.terminal if arc.use_terminal_value else TerminalValue.NONE
+    rewards, alive, q, C, s = [], [True], None, 0.0, s0
     for t in range(H):
         a = actions[t]
         s_next, r_model = _member_step(model, k, s, a, noise_of_step(t))
-        if authors and t == H - 1:
-            R += _q(model, s, a)
-        else:
-            r = r_model if task.reward_from_model else float(task.reward(s, a, s_next))
-            R += (1.0 if authors else arc.gamma**t) * r
+        rewards.append(r_model if task.reward_from_model else float(task.reward(s, a, s_next)))
+        if terminal == TerminalValue.AUTHORS and t == H - 1:
+            q = _q(model, s, a)
         if safety.enabled:
             C += arc.gamma**t * float(task.cost(s_next, safety))
+        alive.append(alive[t] and not bool(task.terminated(s_next)))
         s = s_next
-    if arc.use_terminal_value and not authors:
-        R += arc.gamma**H * _q(model, s, _actor(model, s, np.zeros(len(actions[0]))))
-    return R, C
+    if terminal == TerminalValue.DISCOUNTED:
+        q = _q(model, s, _actor(model, s, np.zeros(len(actions[0]))))
+    return _return(rewards, alive, q, arc.gamma, terminal), C
 
 
 def _weights(values, temperature, arc, mask):

@@ -8,6 +8,7 @@ Each field's docstring is the text of its ROS parameter descriptor and README ro
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import math
 import numbers
@@ -15,7 +16,25 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-TERMINAL_CONVENTIONS = ("discounted", "authors")
+
+class TerminalValue(str, enum.Enum):
+    """The value ARC adds after its H model steps: ``ArcConfig.terminal``, or NONE where
+    ``use_terminal_value`` is off (``core.arc.terminal_kind``).
+
+    A str: the members equal (and hash as) the strings users write in YAML and parameters.
+    """
+
+    DISCOUNTED = "discounted"  # gamma^H Q(s_H, pi(s_H)): Eq. 3 with the critic as V
+    AUTHORS = "authors"  # Q(s_{H-1}, a_{H-1}) in place of r_{H-1}, undiscounted (Alg. 3 l.20, the authors' code)
+    NONE = "none"  # no value (arc.use_terminal_value false: PETS-restricted, cem)
+
+    def __str__(self) -> str:
+        return self.value  # 'discounted', not 'TerminalValue.DISCOUNTED', in messages and README
+
+    __hash__ = str.__hash__  # a plain 'discounted' and the member are one dict key (fused-graph caches)
+
+
+TERMINAL_CONVENTIONS = (TerminalValue.DISCOUNTED, TerminalValue.AUTHORS)
 WEIGHTINGS = ("softmax", "elite")
 INFEASIBLE_FALLBACKS = ("min_cost", "brake")
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
@@ -91,7 +110,10 @@ class ArcConfig:
         _check(self.sigma > 0.0, "arc.sigma must be > 0")
         _check(0.0 < self.gamma <= 1.0, "arc.gamma must be in (0, 1]")
         _check(self.beta_pess >= 0.0, "arc.beta_pess must be >= 0")
-        _check(self.terminal in TERMINAL_CONVENTIONS, f"arc.terminal must be one of {TERMINAL_CONVENTIONS}")
+        _check(self.terminal in TERMINAL_CONVENTIONS,
+               f"arc.terminal must be one of {tuple(map(str, TERMINAL_CONVENTIONS))} "
+               "(no terminal value: arc.use_terminal_value false)")
+        object.__setattr__(self, "terminal", TerminalValue(self.terminal))  # the enum from here on (frozen)
         _check(self.weighting in WEIGHTINGS, f"arc.weighting must be one of {WEIGHTINGS}")
         _check(self.n_elites >= 1, "arc.n_elites must be >= 1")
 
@@ -211,7 +233,7 @@ class TaskConfig:
     """Which task and how the loop around it runs."""
 
     name: str = "rc_car"
-    """Task name (loop_ros.core.tasks registry)."""
+    """Task name (``loop_ros.core.tasks.make_task``: rc_car, gym:<EnvId>, an entry point, module:attribute)."""
     control_rate_hz: float = 50.0
     """Planner tick and sim state rate (at most 1000 Hz)."""
     state_timeout_s: float = 0.1
@@ -223,8 +245,10 @@ class TaskConfig:
     compensate_delay: bool = True
     """Plan from the state predicted one control step ahead through the last published action
     (the action reaches the robot about one tick after the state it was planned on)."""
-    bundle: str = "models/rc_car"
-    """Model bundle directory (relative paths are resolved against the package's share or repo root)."""
+    bundle: str = ""
+    """Model bundle directory (relative paths are resolved against the package's share or repo root); empty:
+    the task's own default bundle (``models/rc_car`` for the car), or none (the planner brakes until a
+    model arrives on the ``model`` topic)."""
     start_subscribers: int = 0
     """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
     explore: bool = False
@@ -284,8 +308,9 @@ class TrainerConfig:
     """torch intra-op threads of the trainer node (the sim and the planner need the other cores)."""
     nice: int = 10
     """Niceness added to the trainer node's threads, and to its session's autogroup when it leads the session (as under `loop-ros up`), so the planner and the sim win the CPU."""
-    data_dir: str = "~/.ros/loop_ros/replay"
-    """Directory of the replay bags (MCAP); every bag in it is loaded at start."""
+    data_dir: str = ""
+    """Directory of the replay bags (MCAP); every bag in it is loaded at start. Empty: ~/.ros/loop_ros/<task>/replay, so
+    two tasks never share a replay."""
     max_bag_mb: float = 64.0
     """A bag is closed and a new one started after this many MB of messages..."""
     max_bag_seconds: float = 600.0
@@ -314,7 +339,6 @@ class TrainerConfig:
         _check(self.keep_models >= -1, "trainer.keep_models must be -1 (all), 0 or a count")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")
-        _check(bool(self.data_dir), "trainer.data_dir must not be empty")
         _check(self.max_bag_mb > 0.0 and self.max_bag_seconds > 0.0, "trainer.max_bag_mb and max_bag_seconds must be > 0")
         _check(self.flush_messages >= 1, "trainer.flush_messages must be >= 1")
         _check(self.flush_interval_s > 0.0, "trainer.flush_interval_s must be > 0")

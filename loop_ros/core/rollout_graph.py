@@ -7,7 +7,8 @@ weights, so a horizon edit only re-composes graphs, without torch or the trainer
 
 ``rollout``: state (K,B,S), actions (H,K,B,A), noise (H,K,B,S), actor_noise (K,B,A)
   -> states (H,K,B,S) = s_1..s_H, rewards (H,K,B) (the model's), q (K,B):
-  terminal 'next': Q(s_H, pi(s_H)); 'last': Q(s_{H-1}, a_{H-1}); None: no q output.
+  ``TerminalValue`` DISCOUNTED: Q(s_H, pi(s_H)); AUTHORS: Q(s_{H-1}, a_{H-1}); NONE: no q output.
+  (Termination is applied by the planner, in numpy, from the returned states: ``arc.candidate_returns``.)
 ``actor_prior``: state (n,S), actor_noise (H,n,A), zeros (K,n,S) -> actions (H,n,A):
   the actor rolled through the ensemble-mean model.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from loop_ros.core.config import TerminalValue
 
 OPSET = 17
 IR_VERSION = 8  # what onnxruntime 1.31 reads
@@ -95,14 +98,16 @@ def _tensor(name: str, shape: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def rollout_graph(files: dict[str, bytes], horizon: int, terminal: str | None, ensemble_size: int, obs_dim: int,
+def rollout_graph(files: dict[str, bytes], horizon: int, terminal: TerminalValue, ensemble_size: int, obs_dim: int,
                   act_dim: int) -> bytes:
     """ONNX bytes of the fused H-step rollout (see module docstring).
 
     The terminal value runs once per member, on that member's B rollouts, whose activations
     stay in the core's cache: one paper-halfcheetah iteration took 18.1 instead of 18.4 ms on
     one thread (its 2x256 FusedGemm layers 5 % less time) than on all K*B rows at once."""
-    names = ("dynamics",) + (("critic",) if terminal else ()) + (("actor",) if terminal == "next" else ())
+    terminal = TerminalValue(terminal)  # refuses anything else (a bare None once meant NONE)
+    has_q, discounted = terminal != TerminalValue.NONE, terminal == TerminalValue.DISCOUNTED
+    names = ("dynamics",) + (("critic",) if has_q else ()) + (("actor",) if discounted else ())
     b = _Builder(_graphs(files, names))
     s, states, rewards = "state", [], []
     for t in range(horizon):
@@ -112,14 +117,14 @@ def rollout_graph(files: dict[str, bytes], horizon: int, terminal: str | None, e
         s_next, r = b.inline("dynamics", f"t{t}", {"state": s, "action": a, "noise": eps})
         states.append(s_next)
         rewards.append(r)
-        if terminal == "last" and t == horizon - 1:
+        if terminal == TerminalValue.AUTHORS and t == horizon - 1:
             q_state, q_action = s, a
         s = s_next
     b.op("Identity", [b.stack(states)], out="states")
     b.op("Identity", [b.stack(rewards)], out="rewards")
-    if terminal is not None:
-        member_states = b.unstack(s if terminal == "next" else q_state, ensemble_size)
-        if terminal == "next":
+    if has_q:
+        member_states = b.unstack(s if discounted else q_state, ensemble_size)
+        if discounted:
             member_noise = b.unstack("actor_noise", ensemble_size)
             member_actions = [b.inline("actor", f"terminal_actor{k}", {"state": state, "noise": noise})[0]
                               for k, (state, noise) in enumerate(zip(member_states, member_noise))]
@@ -130,10 +135,10 @@ def rollout_graph(files: dict[str, bytes], horizon: int, terminal: str | None, e
         b.op("Identity", [b.stack(qs)], out="q")
     inputs = [_tensor("state", ["K", "B", obs_dim]), _tensor("actions", [horizon, "K", "B", act_dim]),
               _tensor("noise", [horizon, "K", "B", obs_dim])]
-    if terminal == "next":
+    if discounted:
         inputs.append(_tensor("actor_noise", [ensemble_size, "B", act_dim]))
     outs = [_tensor("states", [horizon, "K", "B", obs_dim]), _tensor("rewards", [horizon, "K", "B"])]
-    if terminal is not None:
+    if has_q:
         outs.append(_tensor("q", ["K", "B"]))
     return b.model(inputs, outs)
 

@@ -1,9 +1,9 @@
 """ONNX Runtime execution of a bundle, behind a holder the planner swaps between ticks.
 
-``OrtPlanningModel`` implements the planner's ``PlanningModel`` protocol (numpy float32
-in and out) with one session per graph. ``ModelHolder`` holds the model in use; new ones
-are verified and built off the control path (``nodes.model_loader``), and the control path
-only reads ``holder.current`` once per tick.
+``OrtPlanningModel`` implements the planner's ``FusedRolloutModel`` protocol
+(``planning_model.py``, numpy float32 in and out) with one session per graph. ``ModelHolder``
+holds the model in use; new ones are verified and built off the control path
+(``nodes.model_loader``), and the control path only reads ``holder.current`` once per tick.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from loop_ros.core.bundle import Bundle, BundleError
-from loop_ros.core.config import RuntimeConfig
+from loop_ros.core.config import RuntimeConfig, TerminalValue
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def requested_providers(device: str) -> list[str]:
 
 
 class OrtPlanningModel:
-    """The ``PlanningModel`` of the planner, run by ONNX Runtime from a verified bundle.
+    """The planner's ``FusedRolloutModel`` (planning_model.py), run by ONNX Runtime from a verified bundle.
 
     ``dynamics``: state (K,B,S), action (K,B,A), noise (K,B,S) -> next_state (K,B,S), reward (K,B)
     ``actor``:    state (B,S), noise (B,A) -> action (B,A)
@@ -93,25 +93,27 @@ class OrtPlanningModel:
         return next_state, reward
 
     # ---- fused graphs (rollout_graph.py): one session run per ARC iteration
-    def prepare(self, horizon: int, terminal: str | None) -> None:
+    def prepare(self, horizon: int, terminal: TerminalValue) -> None:
         """Compose and load the fused graphs for this horizon (slow: off the control path)."""
+        terminal = TerminalValue(terminal)
         if (horizon, terminal) not in self._rollouts or horizon not in self._priors:
             self.load_fused(horizon, terminal, *fused_graphs(self.bundle, horizon, terminal))
 
-    def load_fused(self, horizon: int, terminal: str | None, rollout: bytes, prior: bytes) -> None:
+    def load_fused(self, horizon: int, terminal: TerminalValue, rollout: bytes, prior: bytes) -> None:
         """Sessions of fused graphs composed elsewhere (``fused_graphs`` of this bundle). On the
         CPU with n > 1 threads the rollout gets n one-thread sessions, one per slice of the
         batch (``rollout``)."""
         cfg = self._runtime_cfg
         parts = cfg.intra_op_threads if self.providers[0] == CPU else 1
         threads = 1 if parts > 1 else cfg.intra_op_threads
-        self._rollouts[(horizon, terminal)] = [make_session(rollout, cfg.device, threads, spinning=True)
+        self._rollouts[(horizon, TerminalValue(terminal))] = [make_session(rollout, cfg.device, threads, spinning=True)
                                                for _ in range(parts)]
         # the prior runs 5-row batches: 0.48 ms per run on one thread, 0.60 on two (paper-halfcheetah)
         self._priors[horizon] = make_session(prior, cfg.device, 1, spinning=False)
 
-    def rollout(self, state, actions, noise, terminal: str | None):
-        """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None.
+    def rollout(self, state, actions, noise, terminal: TerminalValue):
+        """state (K,B,S), actions (H,K,B,A), noise (H,K,B,S) -> states (H,K,B,S), rewards (H,K,B), q (K,B) | None
+        (None for NONE).
 
         With several sessions, each runs one slice of the B rollouts in its own thread (ONNX
         Runtime releases the GIL; no op mixes rollouts, so the result is the same). Measured on
@@ -132,12 +134,12 @@ class OrtPlanningModel:
             results = [sessions[0].run(None, feeds[0])] + [future.result() for future in others]
             axes = (2, 2, 1)[:len(results[0])]  # states, rewards, q
             out = [np.concatenate([r[i] for r in results], axis=axis) for i, axis in enumerate(axes)]
-        return out[0], out[1], (out[2] if terminal is not None else None)
+        return out[0], out[1], (out[2] if terminal != TerminalValue.NONE else None)
 
-    def _rollout_feeds(self, state, actions, noise, terminal: str | None) -> dict[str, np.ndarray]:
+    def _rollout_feeds(self, state, actions, noise, terminal: TerminalValue) -> dict[str, np.ndarray]:
         feeds = {"state": np.ascontiguousarray(state), "actions": np.ascontiguousarray(actions),
                  "noise": np.ascontiguousarray(noise)}
-        if terminal == "next":
+        if terminal == TerminalValue.DISCOUNTED:
             feeds["actor_noise"] = self._zeros((*state.shape[:2], self.act_dim))
         return feeds
 
@@ -149,7 +151,7 @@ class OrtPlanningModel:
         """state (n,S), actor_noise (H,n,A) -> the actor's actions (H,n,A) through the ensemble-mean model."""
         horizon = len(actor_noise)
         if horizon not in self._priors:
-            self.prepare(horizon, None)
+            self.prepare(horizon, TerminalValue.NONE)
         zeros = self._zeros((self.ensemble_size, state.shape[0], self.obs_dim))
         return self._priors[horizon].run(None, {"state": state, "actor_noise": actor_noise, "zeros": zeros})[0]
 
@@ -165,7 +167,7 @@ class OrtPlanningModel:
         return self._critic.run(None, {"state": state, "action": action})[0]
 
 
-def fused_graphs(bundle: Bundle, horizon: int, terminal: str | None) -> tuple[bytes, bytes]:
+def fused_graphs(bundle: Bundle, horizon: int, terminal: TerminalValue) -> tuple[bytes, bytes]:
     """ONNX bytes of the bundle's fused rollout and actor-prior graphs (``rollout_graph``)."""
     from loop_ros.core.rollout_graph import actor_prior_graph, rollout_graph
 

@@ -1,8 +1,8 @@
 """ROS 2 nodes: thin rclpy shells that convert messages to arrays around ``loop_ros.core``.
 
-This module holds what every node's ``main()`` shares: finding installed data files and
-spinning a node until SIGINT/SIGTERM, then writing its JSON summary. It imports only the
-standard library at the top so ``loop-ros up`` stays light.
+This module holds what every node's ``main()`` shares (spinning a node until SIGINT/SIGTERM,
+then writing its JSON summary) and which nodes run a task, in which order, for ``loop-ros up``
+and the launch file. It imports only the standard library at the top so ``loop-ros up`` stays light.
 """
 from __future__ import annotations
 
@@ -16,33 +16,18 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-PACKAGE = "loop_ros"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAINER = "trainer"
+"""Started first (unless ``--no-trainer``) and stopped last, so it records every tick."""
+FOXGLOVE = "foxglove_bridge"
+"""Started last on request: serves the planner's view to Foxglove on 127.0.0.1:8765."""
+TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+"""glibc malloc made eager torch 15-40 % slower and erratic without these (STACK_NOTES)."""
 
 
-def data_path(relative: str) -> Path:
-    """Resolve a data file (``config/rc_car.yaml``, ``models/rc_car``) against, in order:
-    the working directory, the source tree, and the installed share directories
-    (colcon's ament index, then ``sys.prefix/share/loop_ros``). Absolute paths are kept.
-    Returns the first candidate that exists, else the path relative to the source tree.
-    """
-    path = Path(relative).expanduser()
-    if path.is_absolute():
-        return path
-    candidates = [Path.cwd() / path, REPO_ROOT / path]
-    share = _ament_share_dir()
-    if share is not None:
-        candidates.append(share / path)
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / path)
-    return next((c for c in candidates if c.exists()), REPO_ROOT / path)
-
-
-def _ament_share_dir() -> Path | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return Path(get_package_share_directory(PACKAGE))
-    except Exception:  # not a colcon install: ament_index is absent or does not know us
-        return None
+def task_nodes(task) -> tuple[str, ...]:
+    """The nodes that run ``task`` besides the trainer, in start order (each is
+    ``python -m loop_ros.nodes.<name>``): its sim when it has one, then the planner."""
+    return (("sim",) if task.has_simulator else ()) + ("planner",)
 
 
 START_WAIT_S = 10.0

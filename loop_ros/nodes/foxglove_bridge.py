@@ -34,11 +34,12 @@ from std_msgs.msg import Float64MultiArray, String
 from loop_ros.core.config import ConfigError
 from loop_ros.core.odometry import pose_from_odometry
 from loop_ros.core.untrusted import MAX_ABS_VALUE, checked_episode
-from loop_ros.core.tasks import make_task, obs_from_pose_of
+from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.base import ODOMETRY
 from loop_ros.nodes import run_node
 from loop_ros.nodes.guarded_node import GuardedNode
 from loop_ros.nodes.foxglove_scene import body_transform, numeric_values, scene_update
-from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_array
+from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_array, observation_of_array
 from loop_ros.nodes.params import ParameterBinding, edited_configs
 
 SECTIONS = ("task", "safety", "foxglove")
@@ -65,11 +66,7 @@ class FoxgloveBridgeNode(GuardedNode):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
-        if obs_from_pose_of(self.task.name) is None:
-            raise ConfigError(f"task.name: the Foxglove bridge shows tasks whose state is a pose (nav_msgs/Odometry), "
-                              f"not {self.task.name!r}")
         self.safety = configs["safety"]
-        self.target_radius = getattr(self.task, "circle_radius", None)
         self.sent: Counter[str] = Counter()  # messages per channel
         self.invalid: Counter[str] = Counter()  # inputs not shown, by kind
         self.safety_updates = 0
@@ -87,7 +84,9 @@ class FoxgloveBridgeNode(GuardedNode):
         self.diagnostics_channels: dict[str, foxglove.Channel] = {}
         # Best effort: a viewer that falls behind must never make a writer of the control loop
         # wait for its acknowledgements.
-        for msg_type, topic, callback in ((Odometry, "state", self._on_state), (Path, "plan", self._on_plan),
+        pose_states = self.task.state_message == ODOMETRY
+        state_input = (Odometry, self._on_state) if pose_states else (Float64MultiArray, self._on_array_state)
+        for msg_type, topic, callback in ((*state_input[:1], "state", state_input[1]), (Path, "plan", self._on_plan),
                                           (Float64MultiArray, "action", self._on_action),
                                           (String, "episode", self._on_episode),
                                           (DiagnosticArray, "/diagnostics", self._on_diagnostics)):
@@ -113,6 +112,14 @@ class FoxgloveBridgeNode(GuardedNode):
         fields = dict(zip(POSE_NAMES, pose.tolist()))
         fields.update(speed=float(np.hypot(pose[3], pose[4])), radius=float(np.hypot(pose[0], pose[1])))
         self._log_json("/state", fields)
+
+    def _on_array_state(self, msg: Float64MultiArray) -> None:
+        """A task without a pose: its observation as numbers, for the Plot panel (no scene body)."""
+        obs = observation_of_array(msg, self.task)
+        if obs is None:
+            self._count_invalid("state", "state of the wrong size, non-finite or too large")
+            return
+        self._log_json("/state", {"observation": obs.tolist()})
 
     def _on_plan(self, msg: Path) -> None:
         if len(msg.poses) > MAX_PATH_POSES:
@@ -169,7 +176,7 @@ class FoxgloveBridgeNode(GuardedNode):
     # ------------------------------------------------------------ outputs
     def _publish_scene(self) -> None:
         # Sent at a fixed rate, not on change, so a viewer that connects later gets the whole scene.
-        self.scene_channel.log(scene_update(ODOM_FRAME, self._pose, self._plan_xy, self.safety, self.target_radius))
+        self.scene_channel.log(scene_update(ODOM_FRAME, self._pose, self._plan_xy, self.safety, self.task.view_circles()))
         self.sent["/scene"] += 1
 
     def _log_json(self, topic: str, payload: dict) -> None:

@@ -47,14 +47,14 @@ def constraint_lines(safety: SafetyConfig) -> list[fm.LinePrimitive]:
 
 
 def scene_update(frame: str, pose: np.ndarray | None, plan_xy: np.ndarray | None, safety: SafetyConfig,
-                 target_radius: float | None) -> fm.SceneUpdate:
+                 targets: list[tuple[float, float, float]]) -> fm.SceneUpdate:
     """One SceneUpdate with the entities ``constraints``, ``target``, ``plan`` and ``car``;
     ``pose`` is (x, y, yaw, ...) and ``plan_xy`` the planned positions ``(T, 2)``, each None
-    until first received (its entity is then empty)."""
+    until first received (its entity is then empty); ``targets`` are the task's circles (x, y, r)."""
     def entity(name: str, **primitives) -> fm.SceneEntity:
         return fm.SceneEntity(id=name, frame_id=frame, **primitives)
 
-    target = [line(circle_points(0.0, 0.0, target_radius), TARGET_COLOR)] if target_radius else []
+    target = [line(circle_points(*circle), TARGET_COLOR) for circle in targets]
     plan = [line(plan_xy, PLAN_COLOR)] if plan_xy is not None and len(plan_xy) else []
     car = []
     if pose is not None:

@@ -13,6 +13,7 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import Float64MultiArray
 
+from loop_ros.core.array_state import array_state_values, parse_array_state
 from loop_ros.core.odometry import odometry_fields
 from loop_ros.core.untrusted import checked_vector
 
@@ -44,6 +45,17 @@ def float_array(values: Iterable[float]) -> Float64MultiArray:
 def checked_array(msg: Float64MultiArray, size: int) -> np.ndarray | None:
     """``msg.data`` checked as ``core.untrusted.checked_vector`` does (None: wrong size, not finite, too large)."""
     return checked_vector(msg.data, size)
+
+
+def observation_of_array(msg: Float64MultiArray, task) -> np.ndarray | None:
+    """The observation of an ``ARRAY`` state message (``core.array_state``), None when it fails the checks."""
+    state = parse_array_state(msg.data, task)
+    return None if state is None else state.obs
+
+
+def array_state(task, obs: np.ndarray, reward: float = 0.0, step: int = 0) -> Float64MultiArray:
+    """The ``ARRAY`` state message of ``obs`` (the sim's)."""
+    return float_array(array_state_values(task, obs, reward, step))
 
 
 def path_from_positions(positions: np.ndarray, stamp, frame_id: str = ODOM_FRAME) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_bytes, bundle_from_files, read_bundle, verify_bundle
-from loop_ros.core.config import RuntimeConfig
+from loop_ros.core.config import RuntimeConfig, TerminalValue
 from loop_ros.core.runtime import ModelHolder, OrtPlanningModel, fused_graphs
 from loop_ros.core.signing import BundleRefused, load_trusted_keys, public_key_bytes, verify_bundle_trust
 from loop_ros.nodes import lower_thread_priority
@@ -37,7 +37,7 @@ planning always is (plans that overlapped a load at nice 0 waited up to 189 ms f
 PREPARE_TIMEOUT_S = 60.0
 """A preparer that has not answered by then is killed and the bundle refused."""
 
-FusedKey = tuple[int, "str | None"]  # (horizon, terminal kind) of the planner's fused graphs
+FusedKey = tuple[int, TerminalValue]  # (horizon, terminal kind) of the planner's fused graphs
 Trust = tuple[dict, "int | None"]  # (trusted key id -> raw public key, the active model's version)
 INVALID, REBUILD_FAILED = "invalid", "rebuild_failed"
 """Reasons counted besides ``core.signing.REFUSALS``: a bundle that fails verification (or whose

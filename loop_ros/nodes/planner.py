@@ -1,10 +1,10 @@
 """Planner node: ``state`` in, exactly one ``action`` per tick out (DESIGN.md sections 4 and 5).
 
-Topics: subscribes ``state`` (nav_msgs/Odometry for tasks with ``obs_from_pose``, else
-std_msgs/Float64MultiArray of the observation), ``episode`` (a new episode resets the warm
+Topics: subscribes ``state`` (nav_msgs/Odometry for ``ODOMETRY`` tasks, else
+std_msgs/Float64MultiArray of the observation and the task's extras, ``core.array_state``), ``episode`` (a new episode resets the warm
 start) and ``model`` (bundle bytes); publishes ``action`` (Float64MultiArray), ``plan``
 (nav_msgs/Path of the planned mean positions) and ``/diagnostics``. Parameters: every field
-of the arc, safety, runtime and task sections (``config/<task>.yaml``), validated before
+of the arc, safety, runtime and task sections (the task's params file), validated before
 they apply; ``task.name`` and ``task.control_rate_hz`` are fixed at start.
 
 Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-file config/rc_car.yaml``
@@ -22,15 +22,17 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.arc import fused_graph_key
 from loop_ros.core.runtime import ModelHolder
-from loop_ros.core.tasks import make_task, obs_from_pose_of
+from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.base import ARRAY
 from loop_ros.core.odometry import pose_from_odometry
 from loop_ros.core.untrusted import checked_episode
-from loop_ros.nodes import StartGate, data_path, run_node
+from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
-from loop_ros.nodes.messages import checked_array, diagnostics, float_array, path_from_positions
+from loop_ros.nodes.messages import diagnostics, float_array, observation_of_array, path_from_positions
 from loop_ros.nodes.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
+from loop_ros.settings import bundle_path
 from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES, PlanWorker,
                                         StateSample, held_action, plan_time_breakdown, tick_source)
 
@@ -53,23 +55,14 @@ def status_name(node_name: str) -> str:
 
 def state_reader(task):
     """(message type, msg -> obs (S,) or None) for the task's ``state`` topic."""
-    obs_from_pose = obs_from_pose_of(task.name)
-    if obs_from_pose is None:
-        return Float64MultiArray, lambda msg: checked_array(msg, task.obs_dim)
+    if task.state_message == ARRAY:
+        return Float64MultiArray, lambda msg: observation_of_array(msg, task)
 
     def from_odometry(msg):
         pose = pose_from_odometry(msg)
-        return None if pose is None else obs_from_pose(*pose)
+        return None if pose is None else task.obs_from_pose(*pose)
 
     return Odometry, from_odometry
-
-
-def bundle_expectations(task) -> dict:
-    """What a bundle's manifest must say to be planned with for ``task``: its name, dims and action
-    bounds (a bundle whose actor was trained for other bounds would command what the robot cannot)."""
-    return {"task": task.name, "obs_dim": task.obs_dim, "act_dim": task.act_dim,
-            "action_low": np.asarray(task.action_low, dtype=float).tolist(),
-            "action_high": np.asarray(task.action_high, dtype=float).tolist()}
 
 
 class PlannerNode(GuardedNode):
@@ -85,7 +78,7 @@ class PlannerNode(GuardedNode):
         self.safe_action = np.clip(np.asarray(self.task.safe_action(), dtype=float), self.action_low, self.action_high)
         self.holder = ModelHolder()
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
-        self.loader = ModelLoader(self.holder, bundle_expectations(self.task), self.worker.wake, self._log,
+        self.loader = ModelLoader(self.holder, self.task.describe(), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
         self.counts: Counter[str] = Counter()
         self.invalid_states = 0
@@ -255,7 +248,9 @@ class PlannerNode(GuardedNode):
                       if self.loader.trusted_keys else
                       "security.trusted_keys is empty: every model from the model topic will be refused")
         if previous is None or bundle != previous[0]:
-            self.loader.load_directory(data_path(bundle), runtime)
+            directory = bundle_path(self.task, {"task.bundle": bundle})
+            if directory is not None:
+                self.loader.load_directory(directory, runtime)
         elif runtime != previous[1]:
             self.loader.rebuild(runtime)
 
@@ -355,6 +350,8 @@ class PlannerNode(GuardedNode):
             return
         self._published_states = states
         positions = self.task.position(states)
+        if positions is None:  # the task has no planar position: nothing to draw
+            return
         self.plan_pub.publish(path_from_positions(positions, self.get_clock().now().to_msg()))
 
     def close(self) -> dict:

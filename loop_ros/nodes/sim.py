@@ -1,12 +1,15 @@
-"""Sim node: the MuJoCo RC car stepped in wall-clock real time.
+"""Sim node: the task's simulator (``Task.make_env``) stepped once per tick of the wall clock.
 
-Each tick (``task.control_rate_hz``) applies the latest ``action`` (std_msgs/Float64MultiArray,
-throttle and steer; zero-order hold), steps ``RcCarEnv`` one control step and publishes
-``state`` (nav_msgs/Odometry, REP-105: pose in ``odom``, twist in ``base_link``). Without a
+Each tick (``task.control_rate_hz``) applies the latest ``action`` (std_msgs/Float64MultiArray;
+zero-order hold), steps the env one control step and publishes ``state``: nav_msgs/Odometry
+for ``ODOMETRY`` tasks (REP-105: pose in ``odom``, twist in ``base_link``), else the
+Float64MultiArray of ``core.array_state`` (the observation, and for a learned reward the step's
+reward and the step count). For the RC car a control step lasts one tick (real time); a
+gymnasium env's step is its own ``dt``, so it runs faster or slower than real time. Without a
 valid action for ``sim.action_timeout_s`` it brakes (the task's safe action). Episodes end
-after ``sim.episode_steps`` or when the car crashes; the tick that ends one publishes the
-terminal state, the episode's statistics on ``episode`` (std_msgs/String, one JSON object)
-and the next episode's first state, both states with the tick's stamp. Parameters: task, safety, sim sections.
+after ``sim.episode_steps`` or on termination; the tick that ends one publishes the terminal
+state, the episode's statistics on ``episode`` (std_msgs/String, one JSON object) and the next
+episode's first state, both states with the tick's stamp. Parameters: task, safety, sim sections.
 
 Run: ``python -m loop_ros.nodes.sim [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -22,14 +25,15 @@ from rclpy.qos import QoSProfile
 from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
+from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.base import ODOMETRY, NoSimulator
 from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
-from loop_ros.nodes.messages import checked_array, odometry_from_pose
+from loop_ros.nodes.messages import array_state, checked_array, odometry_from_pose
 from loop_ros.nodes.params import ParameterBinding
 
 SECTIONS = ("task", "safety", "sim")
 FIXED = ("task.name", "task.control_rate_hz")
-SIMULATED_TASKS = ("rc_car",)
 
 
 @dataclass
@@ -59,19 +63,19 @@ class EpisodeStats:
 
 
 class SimNode(GuardedNode):
-    """Real-time RC car simulation behind ``state`` / ``action`` topics."""
+    """The task's simulation behind ``state`` / ``action`` topics."""
 
     def __init__(self, node_name: str = "sim"):
         super().__init__(node_name)
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         configs = self.params.configs
-        if configs["task"].name not in SIMULATED_TASKS:
-            raise ConfigError(f"task.name: the sim node simulates {SIMULATED_TASKS}, not {configs['task'].name!r}")
-        from loop_ros.sim.rc_car_env import RcCarEnv  # mujoco: imported only by the node that simulates
-
-        self.env = RcCarEnv(episode_steps=configs["sim"].episode_steps, seed=configs["task"].seed,
-                            control_dt=1.0 / configs["task"].control_rate_hz, safety=configs["safety"])
-        self.safe_action = np.asarray(self.env.task.safe_action(), dtype=float)
+        self.task = make_task(configs["task"].name)
+        try:
+            self.env = self.task.make_env(configs["safety"], configs["sim"].episode_steps, seed=configs["task"].seed,
+                                          control_dt=1.0 / configs["task"].control_rate_hz)
+        except NoSimulator as error:
+            raise ConfigError(f"task.name: {error}") from error
+        self.safe_action = np.asarray(self.task.safe_action(), dtype=float)
         self._action: np.ndarray | None = None
         self._action_received = -np.inf
         self.braked_ticks = 0
@@ -81,7 +85,8 @@ class SimNode(GuardedNode):
         self._total_speed = 0.0
         self._total_steps = 0
         self._first_tick = self._last_tick = 0.0
-        self.state_pub = self.create_publisher(Odometry, "state", 10)
+        self.state_pub = self.create_publisher(Odometry if self.task.state_message == ODOMETRY else Float64MultiArray,
+                                               "state", 10)
         self.start_gate = StartGate(self.state_pub, self.get_logger().warning)
         self.episode_pub = self.create_publisher(String, "episode", 10)
         self.create_subscription(Float64MultiArray, "action", self._on_action, QoSProfile(depth=1))
@@ -94,7 +99,7 @@ class SimNode(GuardedNode):
 
     def _on_action(self, msg: Float64MultiArray) -> None:
         action = checked_array(msg, len(self.safe_action))
-        task = self.env.task
+        task = self.task
         if action is not None and (np.any(action < task.action_low) or np.any(action > task.action_high)):
             action = None  # a command beyond the actuator's range is a faulty sender's: not applied
         if action is None:
@@ -121,16 +126,22 @@ class SimNode(GuardedNode):
         self._total_speed += info["speed"]
         self._total_steps += 1
         stamp = self.get_clock().now().to_msg()
-        self.state_pub.publish(odometry_from_pose(self.env.pose(), stamp))
+        self.state_pub.publish(self._state_message(obs, reward, stamp))
         if terminated or truncated:
-            # The next episode's first state goes out in the same tick with the same stamp:
-            # the trainer tells the boundary from the stamps alone (core.replay).
-            self._end_episode(terminated, stamp)
-            self.state_pub.publish(odometry_from_pose(self.env.pose(), stamp))
+            # The next episode's first state goes out in the same tick with the same stamp (and
+            # step 0): the trainer tells the boundary from the message alone (core.replay).
+            first_obs = self._end_episode(terminated, stamp)
+            self.state_pub.publish(self._state_message(first_obs, 0.0, stamp))
         self._first_tick = self._first_tick or now
         self._last_tick = now
 
-    def _end_episode(self, terminated: bool, stamp) -> None:
+    def _state_message(self, obs: np.ndarray, reward: float, stamp):
+        if self.task.state_message == ODOMETRY:
+            return odometry_from_pose(self.env.pose(), stamp)
+        return array_state(self.task, obs, reward, self.current.steps)
+
+    def _end_episode(self, terminated: bool, stamp) -> np.ndarray:
+        """Publish the episode's record and reset the env; returns the next episode's first observation."""
         self.current.terminated = terminated
         # The terminal state's stamp: the trainer pairs this record with that state, to tell a
         # termination (done) from a time limit (core.replay).
@@ -139,7 +150,7 @@ class SimNode(GuardedNode):
         self.episodes.append(stats)
         self.episode_pub.publish(String(data=json.dumps(stats)))
         self.current = EpisodeStats(episode=self.current.episode + 1)
-        self.env.reset()
+        return self.env.reset()
 
     def summary(self) -> dict:
         """Episodes so far plus the partial current one: returns, violations, mean speed, rates."""

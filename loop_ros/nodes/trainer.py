@@ -30,12 +30,14 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.bundle import MANIFEST
 from loop_ros.core.config import controller_safety
-from loop_ros.core.replay import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayBuffer, ReplayTopics
+from loop_ros.core.replay import ReplayBuffer
+from loop_ros.core.transitions import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayTopics
 from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
 from loop_ros.core.tasks import make_task
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
-from loop_ros.nodes import data_path, lower_process_priority, run_node
+from loop_ros.nodes import lower_process_priority, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.settings import bundle_path
 from loop_ros.nodes.messages import diagnostics
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
@@ -61,11 +63,11 @@ def published_version(bundle_dir: Path) -> int:
         return 0
 
 
-def first_version(bundle_dir: Path, planner_bundle: Path) -> int:
+def first_version(bundle_dir: Path, planner_bundle: Path | None) -> int:
     """The lowest version the trainer may publish: above the last one it published into
     ``bundle_dir`` and above the planner's starting bundle (``task.bundle``), which would
     otherwise refuse the trainer's first models as not newer than its own."""
-    return max(published_version(bundle_dir), published_version(planner_bundle)) + 1
+    return max(published_version(bundle_dir), published_version(planner_bundle) if planner_bundle else 0) + 1
 
 
 class TrainerNode(GuardedNode):
@@ -116,7 +118,7 @@ class TrainerNode(GuardedNode):
                       "eval_return": None, "data_dir": str(self.replay.data_dir),
                       "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS if s != "security"}}
         return TrainingWorker(trainer, configs["trainer"], bundle_dir, self._publish_model, self._log, provenance,
-                              first_version=first_version(bundle_dir, data_path(configs["task"].bundle)))
+                              first_version=first_version(bundle_dir, bundle_path(task, {"task.bundle": configs["task"].bundle})))
 
     def _load_replay(self) -> None:
         """Every transition of the bags in data_dir, before any new message is recorded."""

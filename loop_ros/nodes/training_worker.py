@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 from loop_ros.core.bundle import Bundle, bundle_to_bytes, read_bundle, write_bundle
 from loop_ros.core.config import TrainerConfig
-from loop_ros.core.replay import Transition
+from loop_ros.core.transitions import Transition
 
 CATCH_UP_UPDATES = 20  # owed SAC updates per turn, so a new transition never waits for long
 STOP_JOIN_S = 60.0

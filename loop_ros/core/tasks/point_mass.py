@@ -36,6 +36,12 @@ class PointMassTask(Task):
     def position(self, state):
         return state[..., :2]
 
+    def make_env(self, safety, episode_steps=None, seed=None, control_dt=None):
+        """``sim/point_mass_env.py`` (its step is the fixed ``DT``; ``control_dt`` is not used)."""
+        from loop_ros.sim.point_mass_env import PointMassEnv
+
+        return PointMassEnv(seed=seed, safety=safety, **({"episode_steps": episode_steps} if episode_steps else {}))
+
 
 class PointMassModel:
     """A known PlanningModel for tests and measurements: K members = exact dynamics + a small per-member offset + noise_std * noise.
@@ -67,5 +73,3 @@ class PointMassModel:
     def critic(self, state, action):
         return (-self.value_scale * np.linalg.norm(state[..., :2] - self.goal, axis=-1)).astype(np.float32)
 
-
-TASK_CLASS = PointMassTask

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loop_ros.core.tasks.base import Task
+from loop_ros.core.tasks.base import ODOMETRY, Task
 
 OBS_NAMES = ("x", "y", "v_long", "v_lat", "yaw_rate", "heading_error")
 ACT_NAMES = ("throttle", "steer")
@@ -75,6 +75,9 @@ class RcCarTask(Task):
     name = "rc_car"
     obs_dim = 6
     act_dim = 2
+    state_message = ODOMETRY
+    params_file = "config/rc_car.yaml"
+    default_bundle = "models/rc_car"
 
     def __init__(self, target_speed: float = 2.0, circle_radius: float = 1.0):
         if target_speed <= 0.0 or circle_radius <= 0.0:
@@ -98,5 +101,21 @@ class RcCarTask(Task):
         """Zero throttle (the motor's back-EMF brakes the rear wheels), wheels straight."""
         return np.zeros(self.act_dim)
 
+    def obs_from_pose(self, x, y, yaw, vx_world, vy_world, yaw_rate) -> np.ndarray:
+        return obs_from_pose(x, y, yaw, vx_world, vy_world, yaw_rate)
 
-TASK_CLASS = RcCarTask
+    def make_env(self, safety, episode_steps=None, seed=None, control_dt=None):
+        """The MuJoCo car (``sim/rc_car_env.py``); mujoco is imported only here, by who simulates."""
+        from loop_ros.sim.rc_car_env import RcCarEnv
+
+        optional = {"episode_steps": episode_steps, "control_dt": control_dt}
+        return RcCarEnv(target_speed=self.target_speed, seed=seed, safety=safety,
+                        **{key: value for key, value in optional.items() if value})
+
+    def view_circles(self) -> list[tuple[float, float, float]]:
+        return [(0.0, 0.0, self.circle_radius)]
+
+    def start_state(self) -> np.ndarray:
+        """On the circle at the target speed, pointing counter-clockwise (the benchmarks plan from it)."""
+        v = self.target_speed
+        return obs_from_pose(self.circle_radius, 0.0, np.pi / 2, 0.0, v, v / self.circle_radius)

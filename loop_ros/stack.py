@@ -1,22 +1,21 @@
-"""Run a task's nodes as separate processes (``loop-ros up rc_car``), for machines without ros2 launch.
+"""Run a task's nodes as separate processes, for machines without ros2 launch (``loop-ros up``
+and ``loop-ros bench loop`` use it).
 
 A process supervisor, not a launch clone: it starts the same node executables with the same
-params file as ``launch/rc_car.launch.py`` (the trainer unless ``--no-trainer``, then the task's
-nodes once the trainer is up, so it records from the first tick; ``--fresh`` learns from
-scratch; ``--foxglove`` adds the Foxglove bridge), forwards SIGINT/SIGTERM, stops everything
-when one node exits, stops all after ``--duration`` in reverse start order (SIGINT, then
-SIGTERM and SIGKILL after a grace period) and prints one JSON summary merged from the nodes'
-own summary files.
+params file as ``launch/loop.launch.py`` (the trainer unless told not to, then the task's nodes,
+``nodes.task_nodes``, once the trainer is up, so it records from the first tick; optionally the
+Foxglove bridge), stops everything when one node exits, stops all after a duration or a signal
+in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period) and merges the
+nodes' own summary files into one JSON summary.
 
 Signed models: the trainer signs each model it publishes and the planner accepts only models
-signed by a key it trusts (``core.signing``). ``up`` creates an Ed25519 key pair on first use in
-``--keys-dir`` (default ``$LOOP_ROS_KEYS_DIR``, else ``~/.ros/loop_ros/keys``; the tests set the
-variable to a temporary directory) and passes ``security.signing_key`` to the trainer and
-``security.trusted_keys`` to the planner, unless the params file sets them.
+signed by a key it trusts (``core.signing``). ``key_overrides`` creates an Ed25519 key pair on
+first use in the keys directory (default ``$LOOP_ROS_KEYS_DIR``, else ``~/.ros/loop_ros/keys``;
+the tests set the variable to a temporary directory) and passes ``security.signing_key`` to the
+trainer and ``security.trusted_keys`` to the planner, unless the params file sets them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -26,19 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from loop_ros.cpu_quota import CpuQuota, CpuQuotaError
-from loop_ros.nodes import data_path, write_json
+from loop_ros.cpu_quota import CpuQuota
+from loop_ros.nodes import FOXGLOVE, TRAINER, TRAINER_ENV, task_nodes
 
-TASK_NODES = {"rc_car": ("sim", "planner")}
-"""Nodes of each task, in start order; each is ``python -m loop_ros.nodes.<name>``."""
-FOXGLOVE = "foxglove_bridge"
-"""Started last with ``--foxglove``: serves the planner's view to Foxglove on 127.0.0.1:8765."""
-TRAINER = "trainer"
-"""Started first unless ``--no-trainer``, and stopped last, so it records every tick."""
 READY_TIMEOUT_S = 120.0
 """How long the task's nodes wait for the trainer to be up (it loads the replay first)."""
-TRAINER_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-"""glibc malloc made eager torch 15-40 % slower and erratic without these (STACK_NOTES)."""
 DEFAULT_DOMAIN_ID = 42
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
@@ -50,35 +41,6 @@ TRAINER_KEYS = ("replay_transitions", "model_versions_published")
 UNPAIRED = "replay_unpaired_"  # the trainer's counts of states that completed no transition, by reason
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=sorted(TASK_NODES), help="which task's nodes to run")
-    parser.add_argument("--duration", type=float,
-                        help="stop everything after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--json", help="also write the summary to this file")
-    parser.add_argument("--params", help="ROS 2 params file (default: config/<task>.yaml of the package)")
-    parser.add_argument("--domain-id", type=int,
-                        help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
-    parser.add_argument("--no-trainer", action="store_true", help="do not start the trainer (no online learning)")
-    parser.add_argument("--trainer-cpus", type=float, default=None,
-                        help="hold the trainer to this many cores with a cgroup CPU quota (e.g. 0.5: a slow "
-                             "learner; needs root), to see how learning copes")
-    parser.add_argument("--explore", action=argparse.BooleanOptionalAction, default=None,
-                        help="the planner explores as Alg. 1 does (task.explore: the first action of a candidate "
-                             "drawn by weight) while the trainer learns; default: with --fresh only (with a "
-                             "deployed model the car drives the plan's mean, which is safer)")
-    parser.add_argument("--keys-dir", type=Path,
-                        help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
-                             "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys; with --fresh, a "
-                             "new pair in the run's data_dir, so no model signed in another run is accepted)")
-    parser.add_argument("--foxglove", action="store_true",
-                        help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
-                             "the run) and the planner starts without a model, so every model it uses is learned "
-                             "in this run (while it has none it brakes); every published model is kept in "
-                             "<data_dir>/models for evaluation")
-
-
 def node_environment(domain_id: int | None) -> dict[str, str]:
     """The nodes' environment: DDS discovery on localhost only, Fast DDS, one domain."""
     env = dict(os.environ)
@@ -88,11 +50,12 @@ def node_environment(domain_id: int | None) -> dict[str, str]:
     return env
 
 
-def node_command(name: str, params: Path, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
+def node_command(name: str, params: Path | None, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
     """The node's command line; ``overrides`` are ``section.field:=value`` parameters. The node
     writes its summary to ``summary`` and creates ``ready_file(summary)`` once it is up."""
+    params_file = ("--params-file", str(params)) if params is not None else ()
     return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
-            "--ready", str(ready_file(summary)), "--ros-args", "--params-file", str(params), "-r", f"__node:={name}",
+            "--ready", str(ready_file(summary)), "--ros-args", *params_file, "-r", f"__node:={name}",
             *(item for override in overrides for item in ("-p", override))]
 
 
@@ -104,7 +67,7 @@ def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
             "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
-def key_overrides(params: Path, keys_dir: Path | None = None) -> dict[str, tuple[str, ...]]:
+def key_overrides(params: Path | None, keys_dir: Path | None = None) -> dict[str, tuple[str, ...]]:
     """The trainer signs with, and the planner trusts, the key pair in ``keys_dir`` (created if
     absent, ``core.signing.ensure_key_pair``), unless the params file sets ``security.signing_key``
     (trainer) or ``security.trusted_keys`` (planner). Values are written as YAML strings, so any
@@ -115,7 +78,7 @@ def key_overrides(params: Path, keys_dir: Path | None = None) -> dict[str, tuple
     overrides: dict[str, tuple[str, ...]] = {}
     wanted = {TRAINER: "security.signing_key", "planner": "security.trusted_keys"}
     for name, key in wanted.items():
-        if not any(load_params_file(str(params), node).get(key) for node in (name, f"/{name}")):
+        if params is None or not any(load_params_file(str(params), node).get(key) for node in (name, f"/{name}")):
             overrides[name] = ()
     if overrides:
         private, public = (path.resolve() for path in ensure_key_pair(keys_dir))
@@ -140,7 +103,7 @@ def ready_file(summary: Path) -> Path:
     return summary.with_suffix(".ready")
 
 
-def start_nodes(names, params: Path, summary_dir: Path, env: dict,
+def start_nodes(names, params: Path | None, summary_dir: Path, env: dict,
                 overrides: dict[str, tuple[str, ...]] | None = None,
                 trainer_quota: CpuQuota | None = None) -> dict[str, subprocess.Popen]:
     """Start ``names`` in order; the ones after the trainer once it is up (or has exited, or
@@ -198,7 +161,7 @@ def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: flo
                 continue
 
 
-def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
+def merged_summary(task_name: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
                    summary_dir: Path) -> dict:
     """Headline figures of the planner (rate, misses, model swaps), the sim (violations, returns) and
     the trainer (replay size, why states completed no transition, models published), and each
@@ -207,7 +170,7 @@ def merged_summary(task: str, reason: str, elapsed_s: float, processes: dict[str
     for name in processes:
         path = summary_dir / f"{name}.json"
         nodes[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    summary = {"task": task, "stopped_because": reason, "wall_time_s": elapsed_s,
+    summary = {"task": task_name, "stopped_because": reason, "wall_time_s": elapsed_s,
                "exit_codes": {name: p.returncode for name, p in processes.items()}}
     for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS), (TRAINER, TRAINER_KEYS)):
         summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
@@ -249,23 +212,24 @@ def learning_timeline(nodes: dict) -> dict:
             "violation_ticks_last_10_episodes": sum(r["violations"] for r in rows[-10:])}
 
 
-def bring_up(task: str, params: Path, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
+def bring_up(task, params: Path | None, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
              trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
              explore: bool = False, keys_dir: Path | None = None,
              trainer_cpus: float | None = None) -> tuple[dict, bool]:
-    """Run ``task``'s nodes (and the trainer, and the Foxglove bridge) until ``duration``, a signal
-    or a node's exit; the trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``.
+    """Run the nodes of ``task`` (a ``core.tasks.Task``; and the trainer, and the Foxglove bridge) until
+    ``duration``, a signal or a node's exit, every node told ``task.name``; the trainer signs with and
+    the planner trusts ``key_overrides(params, keys_dir)``.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
     """
-    loop = ((TRAINER,) if trainer else ()) + TASK_NODES[task]
+    loop = ((TRAINER,) if trainer else ()) + task_nodes(task)
     names = loop + ((FOXGLOVE,) if foxglove else ())
-    overrides = dict(overrides or {})
+    overrides = {name: (f"task.name:={json.dumps(task.name)}",) + (overrides or {}).get(name, ()) for name in names}
     for name, keys in key_overrides(params, keys_dir).items():
         overrides[name] = overrides.get(name, ()) + keys
     # Each of the others subscribes to the sim's state and the planner's action: both start
     # once all who listen can hear them (a viewer, the bridge, is never waited for).
-    for name in TASK_NODES[task]:
+    for name in task_nodes(task):
         overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(loop) - 1}",)
     if trainer and explore:  # Alg. 1: the data a trainer learns from comes from an exploring planner
         overrides["planner"] = overrides.get("planner", ()) + ("task.explore:=true",)
@@ -280,37 +244,6 @@ def bring_up(task: str, params: Path, duration: float | None, overrides: dict[st
         finally:
             if quota is not None:
                 quota.close()
-        summary = merged_summary(task, reason, time.monotonic() - start, processes, summary_dir)
+        summary = merged_summary(task.name, reason, time.monotonic() - start, processes, summary_dir)
     clean = all(code == 0 for code in summary["exit_codes"].values()) and not node_exited
     return summary, clean
-
-
-def params_path(task: str, params: str | None) -> Path:
-    """``params``, else the package's ``config/<task>.yaml``."""
-    return Path(params) if params else data_path(f"config/{task}.yaml")
-
-
-def run(args: argparse.Namespace) -> int:
-    params = params_path(args.task, args.params)
-    if not params.is_file():
-        print(f"loop-ros up: no params file at {params}", file=sys.stderr)
-        return 2
-    from loop_ros.core.signing import SigningError
-
-    fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{args.task}-")) if args.fresh else None
-    try:
-        summary, clean = bring_up(args.task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
-                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
-                                  explore=args.fresh if args.explore is None else args.explore,
-                                  # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
-                                  keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
-                                  trainer_cpus=args.trainer_cpus)
-    except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
-        print(f"loop-ros up: {error}", file=sys.stderr)
-        return 2
-    if fresh_dir:
-        summary["fresh_data_dir"] = str(fresh_dir)
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    if args.json:
-        write_json(args.json, summary)
-    return 0 if clean else 1

@@ -21,17 +21,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from loop_ros.supervisor import TASK_NODES, TRAINER, bring_up, fresh_overrides, params_path
+from loop_ros.core.tasks import make_task
+from loop_ros.nodes import TRAINER
+from loop_ros.settings import TASK_HELP, params_file_of, task_argument
+from loop_ros.stack import bring_up, fresh_overrides
 
 PRESETS = {
     # Table 3 of the paper: H=3, N=100, P=4, K=5, 5 iterations; HalfCheetah dims; model reward.
-    "paper-halfcheetah": dict(task="generic", obs_dim=17, act_dim=6, params_file=None,
+    "paper-halfcheetah": dict(task="gym:HalfCheetah-v5", own_params=False,
                               arc=dict(horizon=3, population=100, particles=4, iterations=5, beta=0.05),
                               ensemble=dict(ensemble_size=5, num_elites=5, hidden=(200, 200, 200, 200)),
                               sac=dict(hidden=(256, 256)), safety=dict(enabled=False)),
-    # What the RC car really runs: the settings of config/rc_car.yaml.
-    "rc-car": dict(task="rc_car", params_file="rc_car.yaml", safety=dict(enabled=False)),
-    "safe-rc-car": dict(task="rc_car", params_file="rc_car.yaml", safety=dict(enabled=True)),
+    # What the RC car really runs: the settings of its params file (config/rc_car.yaml).
+    "rc-car": dict(task="rc_car", own_params=True, safety=dict(enabled=False)),
+    "safe-rc-car": dict(task="rc_car", own_params=True, safety=dict(enabled=True)),
 }
 BACKENDS = ("ort-cpu", "ort-cuda", "torch")
 
@@ -47,13 +50,13 @@ def add_arguments(parser) -> None:
     plan.add_argument("--json", default=None, help="write the results here")
     loop = sub.add_parser("loop", help="sim-in-the-loop for a fixed time under the trainer's load: rate, tick "
                                        "jitter, deadline misses")
-    loop.add_argument("--task", choices=sorted(TASK_NODES), default="rc_car")
+    loop.add_argument("--task", type=task_argument, default="rc_car", help=TASK_HELP)
     loop.add_argument("--duration", type=float, default=60.0, help="seconds of the run")
     loop.add_argument("--fresh", action="store_true", help="the trainer and the planner start from nothing, as "
                                                           "`loop-ros up --fresh` (default: the task's bundle)")
     loop.add_argument("--foxglove", action="store_true", help="also run the Foxglove bridge (its cost, with "
                                                              "whatever viewer connects)")
-    loop.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
+    loop.add_argument("--params", default=None, help="ROS 2 params file (default: the task's own)")
     loop.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID of the nodes")
     loop.add_argument("--trainer-cpus", type=float, default=None,
                       help="hold the trainer to this many cores (cgroup CPU quota, needs root): a slow learner")
@@ -71,7 +74,7 @@ def run(args) -> int:
         from loop_ros.cpu_quota import CpuQuotaError
 
         try:
-            result = bench_loop(args.task, args.duration, args.fresh, args.params, args.domain_id, args.foxglove,
+            result = bench_loop(make_task(args.task), args.duration, args.fresh, args.params, args.domain_id, args.foxglove,
                                 args.trainer_cpus)
         except CpuQuotaError as error:
             print(f"loop-ros bench loop: {error}", file=sys.stderr)
@@ -95,7 +98,8 @@ def preset_settings(name: str, threads: int | None = None) -> dict:
     from loop_ros.core.tasks import make_task
 
     preset = PRESETS[name]
-    params = config.load_params_file(find_params_file(preset["params_file"])) if preset["params_file"] else {}
+    task = make_task(preset["task"])
+    params = config.load_params_file(str(params_file_of(task))) if preset["own_params"] else {}
     sections = {s: {k.partition(".")[2]: v for k, v in params.items() if k.startswith(s + ".")}
                 for s in ("arc", "safety", "ensemble", "sac", "runtime")}
     for section in ("arc", "safety", "ensemble", "sac"):
@@ -103,25 +107,7 @@ def preset_settings(name: str, threads: int | None = None) -> dict:
     if threads:
         sections["runtime"]["intra_op_threads"] = threads
     cfgs = {s: config.build_section(s, values) for s, values in sections.items()}
-    if preset["task"] == "generic":
-        from loop_ros.core.tasks.generic import GenericTask
-
-        task = GenericTask(preset["obs_dim"], preset["act_dim"])
-    else:
-        task = make_task(preset["task"])
     return dict(task=task, **cfgs)
-
-
-def find_params_file(name: str) -> str:
-    """config/<name> from the source tree, else from the installed share directory."""
-    import sys
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for root in (os.path.join(here, "config"), os.path.join(sys.prefix, "share", "loop_ros", "config")):
-        path = os.path.join(root, name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"params file {name} not found in the source tree or {sys.prefix}/share")
 
 
 def random_modules(task, ensemble_cfg, sac_cfg, seed: int = 0):
@@ -226,11 +212,7 @@ def _prod(shape) -> int:
 def bench_start_state(task):
     import numpy as np
 
-    if task.name == "rc_car":
-        from loop_ros.core.tasks.rc_car import obs_from_pose
-
-        return obs_from_pose(1.0, 0.0, np.pi / 2, 0.0, task.target_speed, task.target_speed).astype(np.float32)
-    return np.random.default_rng(0).standard_normal(task.obs_dim).astype(np.float32) * 0.1
+    return np.asarray(task.start_state(), dtype=np.float32)
 
 
 def time_plans(planner, state, plans: int, rng) -> list[float]:
@@ -283,12 +265,14 @@ def iteration_layers(settings: dict, ensemble_size: int) -> list[tuple[int, ...]
     """Widths of each MLP that one ARC iteration runs on a member's P*N rollouts, as the fused
     rollout graph runs them: H dynamics steps, then the terminal actor and the critic heads."""
     from loop_ros.core.arc import terminal_kind
+    from loop_ros.core.config import TerminalValue
 
     task, arc, hidden = settings["task"], settings["arc"], settings["sac"].hidden
     S, A = task.obs_dim, task.act_dim
     dynamics = (S + A, *settings["ensemble"].hidden, 2 * S + 1)
     actor, critic = (S, *hidden, 2 * A), (S + A, *hidden, 1)
-    terminal = {"next": [actor, critic, critic], "last": [critic, critic], None: []}[terminal_kind(arc)]
+    terminal = {TerminalValue.DISCOUNTED: [actor, critic, critic], TerminalValue.AUTHORS: [critic, critic],
+                TerminalValue.NONE: []}[terminal_kind(arc)]
     return ([dynamics] * arc.horizon + terminal) * ensemble_size
 
 
@@ -422,14 +406,14 @@ def machine() -> dict:
 LOOP_SEED_STEPS = 100
 
 
-def bench_loop(task: str, duration: float, fresh: bool = False, params: str | None = None,
+def bench_loop(task, duration: float, fresh: bool = False, params: str | None = None,
                domain_id: int | None = None, foxglove: bool = False, trainer_cpus: float | None = None) -> dict:
     """``loop-ros up`` with the trainer for ``duration`` s, its replay in a temporary data_dir (so
     every run starts alike and the user's replay is untouched), reduced to the real-time figures:
     achieved rate, tick jitter (|period - 1/rate|), deadline misses, and the trainer's load."""
     from loop_ros.core.config import load_params_file, section_fields
 
-    params_file = params_path(task, params)
+    params_file = params_file_of(task, params)
     with tempfile.TemporaryDirectory(prefix="loop-ros-bench-loop-") as data_dir:
         # Not fresh: learning starts after LOOP_SEED_STEPS transitions (2 s), so the load is there all run long.
         overrides = fresh_overrides(Path(data_dir)) if fresh else {
@@ -437,7 +421,7 @@ def bench_loop(task: str, duration: float, fresh: bool = False, params: str | No
         summary, clean = bring_up(task, params_file, duration, overrides, trainer=True, domain_id=domain_id,
                                   foxglove=foxglove, keys_dir=Path(data_dir) / "keys", trainer_cpus=trainer_cpus,
                                   explore=fresh)
-    target_hz = load_params_file(str(params_file), "planner").get(
+    target_hz = (load_params_file(str(params_file), "planner") if params_file else {}).get(
         "task.control_rate_hz", section_fields("task")["control_rate_hz"].default)
     return loop_figures(summary, clean, target_hz, duration, fresh)
 

@@ -1,16 +1,16 @@
-"""Train an agent in the sim without ROS: `loop-ros train --task rc_car --algo safe-loop --steps N --out DIR`.
+"""Train an agent in the task's simulator without ROS: `loop-ros train --task rc_car --algo safe-loop --steps N --out DIR`.
 
 Algorithm 1 of the paper in one process: act (``explore=True``), store, SAC update, refit
 the ensemble every K_m steps (``core.trainer.LoopTrainer``); every ``--eval-every`` steps
 (and at step 0) run ``--eval-episodes`` evaluation episodes with a fresh evaluation-mode
 planner (``explore=False``) over the live networks, with the same statistics as
-``loop-ros eval`` (``evaluate.evaluate_planner``, same episode seeds). Each evaluation
+``loop-ros eval`` (``core.episodes.evaluate_planner``, same episode seeds). Each evaluation
 appends a row to ``DIR/metrics.csv`` and rewrites ``DIR/metrics.json``, and exports a
 checkpoint bundle ``DIR/checkpoint_<steps>``; the final bundle goes to ``DIR/bundle``.
 The bundle's provenance holds the exact command (every option spelled out), the settings
 used, steps, seed, evaluation return and wall time.
 
-Settings: ``config/<task>.yaml`` (arc, safety, ensemble, sac, trainer sections) or
+Settings: the task's params file (arc, safety, ensemble, sac, trainer sections) or
 ``--params``, then ``--set section.field=value`` overrides, then the trainer flags
 (``--seed-steps`` ...); the provenance records the resulting settings. Runs are
 reproducible for a given seed and thread count as long as no ensemble fit hits
@@ -25,13 +25,14 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from loop_ros.evaluate import evaluate_planner, load_params, make_env, positive_int, section_configs
+from loop_ros.settings import TASK_HELP, load_params, positive_int, section_configs, task_argument
 
 TRAINER_FLAGS = (
     ("--seed-steps", int, "seed_steps"), ("--updates-per-step", int, "updates_per_step"),
@@ -50,7 +51,7 @@ CSV_COLUMNS = (
 def add_arguments(parser) -> None:
     from loop_ros.core.trainer import ALGOS
 
-    parser.add_argument("--task", default="rc_car", choices=("rc_car", "point_mass"))
+    parser.add_argument("--task", default="rc_car", type=task_argument, help=TASK_HELP)
     parser.add_argument("--algo", default="safe-loop", choices=sorted(ALGOS))
     parser.add_argument("--steps", type=positive_int, required=True, help="environment steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -62,7 +63,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--episode-steps", type=int, default=None, help="default: sim.episode_steps of the params")
     for flag, kind, field in TRAINER_FLAGS:
         parser.add_argument(flag, type=kind, default=None, help=f"default: trainer.{field} of the params")
-    parser.add_argument("--params", default=None, help="ROS 2 params file (default: config/<task>.yaml)")
+    parser.add_argument("--params", default=None, help="ROS 2 params file (default: the task's own)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting, e.g. --set arc.population=100 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -131,9 +132,11 @@ def provenance(args, settings: dict, row: dict, result: dict) -> dict[str, Any]:
 
 def train(args) -> dict[str, Any]:
     """Run Algorithm 1 as configured by ``args``; returns the last evaluation row."""
+    from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer, set_torch_threads
 
-    params = load_params(args.task, args.params, args.set)
+    task = make_task(args.task)
+    params = load_params(task, args.params, args.set)
     cfgs = section_configs(params, ("arc", "safety", "ensemble", "sac", "trainer"))
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, _, field in TRAINER_FLAGS}
     schedule = dataclasses.replace(cfgs["trainer"], **{k: v for k, v in flags.items() if v is not None})
@@ -141,13 +144,13 @@ def train(args) -> dict[str, Any]:
         raise ValueError(f"--steps {args.steps} ends before the first model fit at seed_steps {schedule.seed_steps}")
     set_torch_threads(schedule.torch_threads)
     episode_steps = args.episode_steps or params.get("sim.episode_steps")  # else the env's own default
-    env = make_env(args.task, cfgs["safety"], episode_steps, seed=args.seed)
-    trainer = LoopTrainer(env.task, cfgs["arc"], cfgs["safety"], cfgs["ensemble"], cfgs["sac"], args.algo,
+    env = task.make_env(cfgs["safety"], episode_steps, seed=args.seed)
+    trainer = LoopTrainer(task, cfgs["arc"], cfgs["safety"], cfgs["ensemble"], cfgs["sac"], args.algo,
                           args.seed, schedule)
     settings = {**{k: dataclasses.asdict(v) for k, v in cfgs.items()}, "trainer": dataclasses.asdict(schedule),
                 "episode_steps": env.episode_steps}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(trainer, env, make_env(args.task, cfgs["safety"], episode_steps), args, settings)
+    run = TrainingRun(trainer, env, task.make_env(cfgs["safety"], episode_steps), args, settings)
     return run.run()
 
 
@@ -198,6 +201,8 @@ class TrainingRun:
     def evaluate(self, export_to: Path | None) -> dict[str, Any]:
         """Evaluate a fresh evaluation-mode planner, log the row, export a bundle to ``export_to``."""
         trainer, last = self.trainer, self.last_train
+        from loop_ros.core.episodes import evaluate_planner
+
         result = evaluate_planner(self.eval_env, trainer.planner(), self.args.eval_episodes, self.args.eval_seed)
         row = {
             "env_steps": trainer.steps, "wall_time_s": round(time.perf_counter() - self.started, 2),
@@ -221,6 +226,13 @@ def _fmt(value) -> str:
 
 
 def run(args) -> int:
-    row = train(args)
+    from loop_ros.core.config import ConfigError
+    from loop_ros.core.tasks.base import NoSimulator
+
+    try:
+        row = train(args)
+    except (ConfigError, NoSimulator) as error:
+        print(f"loop-ros train: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(row, indent=2))
     return 0

@@ -1,0 +1,77 @@
+"""Run a task's nodes as separate processes: `loop-ros up TASK [--fresh] [--duration S] [--foxglove]`.
+
+The sim (when the task has one), the planner and the trainer (unless ``--no-trainer``) with the
+task's params file, as ``launch/loop.launch.py`` starts them (``loop_ros.stack``); prints one
+JSON summary merged from the nodes' own summaries. ``--fresh`` learns from scratch; ``--foxglove``
+adds the Foxglove bridge. ``up`` creates the Ed25519 key pair that signs the trainer's models on
+first use in ``--keys-dir`` (``stack.key_overrides``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from loop_ros.core.tasks import make_task, task_file_name
+from loop_ros.cpu_quota import CpuQuotaError
+from loop_ros.nodes import write_json
+from loop_ros.settings import TASK_HELP, params_file_of, task_argument
+from loop_ros.stack import DEFAULT_DOMAIN_ID, bring_up, fresh_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", type=task_argument, help=TASK_HELP)
+    parser.add_argument("--duration", type=float,
+                        help="stop everything after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--json", help="also write the summary to this file")
+    parser.add_argument("--params", help="ROS 2 params file (default: the task's own params file)")
+    parser.add_argument("--domain-id", type=int,
+                        help=f"ROS_DOMAIN_ID of the nodes (default: $ROS_DOMAIN_ID, else {DEFAULT_DOMAIN_ID})")
+    parser.add_argument("--no-trainer", action="store_true", help="do not start the trainer (no online learning)")
+    parser.add_argument("--trainer-cpus", type=float, default=None,
+                        help="hold the trainer to this many cores with a cgroup CPU quota (e.g. 0.5: a slow "
+                             "learner; needs root), to see how learning copes")
+    parser.add_argument("--explore", action=argparse.BooleanOptionalAction, default=None,
+                        help="the planner explores as Alg. 1 does (task.explore: the first action of a candidate "
+                             "drawn by weight) while the trainer learns; default: with --fresh only (with a "
+                             "deployed model the car drives the plan's mean, which is safer)")
+    parser.add_argument("--keys-dir", type=Path,
+                        help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
+                             "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys; with --fresh, a "
+                             "new pair in the run's data_dir, so no model signed in another run is accepted)")
+    parser.add_argument("--foxglove", action="store_true",
+                        help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
+                             "the run) and the planner starts without a model, so every model it uses is learned "
+                             "in this run (while it has none it brakes); every published model is kept in "
+                             "<data_dir>/models for evaluation")
+
+
+def run(args: argparse.Namespace) -> int:
+    task = make_task(args.task)
+    params = params_file_of(task, args.params)
+    if params is not None and not params.is_file():
+        print(f"loop-ros up: no params file at {params}", file=sys.stderr)
+        return 2
+    from loop_ros.core.signing import SigningError
+
+    fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{task_file_name(task.name)}-")) if args.fresh else None
+    try:
+        summary, clean = bring_up(task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
+                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
+                                  explore=args.fresh if args.explore is None else args.explore,
+                                  # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
+                                  keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
+                                  trainer_cpus=args.trainer_cpus)
+    except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
+        print(f"loop-ros up: {error}", file=sys.stderr)
+        return 2
+    if fresh_dir:
+        summary["fresh_data_dir"] = str(fresh_dir)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if args.json:
+        write_json(args.json, summary)
+    return 0 if clean else 1
