@@ -41,9 +41,9 @@ def export_test_bundle(directory: Path, ensemble_size: int = 3, hidden: tuple[in
                          provenance=dict(PROVENANCE), version=BUNDLE_VERSION)
 
 
-def params_file(path: Path, **overrides) -> Path:
-    """``config/rc_car.yaml`` with ``{'task.bundle': ...}``-style overrides, written to ``path``."""
-    doc = yaml.safe_load(PARAMS_FILE.read_text())
+def params_file(path: Path, base: Path = PARAMS_FILE, **overrides) -> Path:
+    """``base`` (``config/rc_car.yaml``) with ``{'task.bundle': ...}``-style overrides, written to ``path``."""
+    doc = yaml.safe_load(base.read_text())
     block = doc["/**"]["ros__parameters"]
     for key, value in overrides.items():
         section, name = key.split(".")

@@ -123,11 +123,32 @@ def test_a_taken_port_is_refused_at_start_with_a_clear_error(tmp_path):
     assert f"foxglove.port: no server on 127.0.0.1:{port}" in bridge.log()
 
 
-def test_a_task_without_a_pose_state_is_refused_at_start(tmp_path):
-    params = params_file(tmp_path / "params.yaml", **{"task.name": "point_mass", "foxglove.port": free_port()})
-    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain_id(16), tmp_path)
+def test_a_task_without_a_pose_shows_its_observation(tmp_path):
+    """Array states (a gymnasium task): no body in the scene, the observation as numbers on /state."""
+    from std_msgs.msg import Float64MultiArray
+
+    from loop_ros.core.tasks import make_task
+    from loop_ros.nodes.messages import array_state
+
+    task = make_task("gym:Hopper-v5")
+    port, domain = free_port(), domain_id(16)
+    params = params_file(tmp_path / "params.yaml", **{"task.name": task.name, "foxglove.port": port})
+    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path, summary=tmp_path / "bridge.json")
+    client, probe = FoxgloveClient(port), Probe(domain)
     try:
-        assert bridge.process.wait(timeout=30) == 2
+        state_pub = probe.node.create_publisher(Float64MultiArray, "state", 10)
+        probe.wait_for(lambda: state_pub.get_subscription_count() > 0, 30.0, "the bridge's subscription")
+        client.wait_for(lambda: client.messages("/scene"), 20.0, "a scene")
+        obs = np.linspace(-1.0, 1.0, task.obs_dim)
+        state_pub.publish(array_state(task, obs, np.zeros(task.act_dim), 1.0, 4, False))
+        state_pub.publish(Float64MultiArray(data=[math.nan] * task.obs_dim))  # wrong size and not finite: counted
+        client.wait_for(lambda: client.messages("/state"), 10.0, "the observation")
+        (shown,) = client.messages("/state")
+        assert shown["observation"] == pytest.approx(obs.tolist())
+        assert entities(client.messages("/scene")[-1])["car"].cubes == []
     finally:
-        bridge.stop()
-    assert "the Foxglove bridge shows tasks whose state is a pose" in bridge.log()
+        client.close()
+        probe.close()
+        code = bridge.stop()
+    assert code == 0, bridge.log()[-2000:]
+    assert json.loads((tmp_path / "bridge.json").read_text())["invalid"] == {"state": 1}

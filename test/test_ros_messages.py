@@ -74,3 +74,18 @@ def test_path_and_diagnostics():
     assert msg.status[0].level == DiagnosticStatus.WARN and msg.status[0].message == "no model"
     assert diagnostic_values(msg, "/planner: planning") == {"ticks": "3", "p99_ms": "12.35", "model_version": "None"}
     assert diagnostic_values(msg, "/other: planning") is None
+
+
+def test_a_lock_step_answer_names_the_state_it_answers():
+    from loop_ros.core.tasks import make_task
+    from loop_ros.nodes.messages import answer, answered_key, array_state, state_key
+
+    task = make_task("gym:Hopper-v5")
+    state = array_state(task, np.zeros(task.obs_dim), np.zeros(task.act_dim), 1.0, 7, False)
+    assert state_key(state, task) == 7
+    msg = answer(np.array([0.1, 0.2, 0.3]), state_key(state, task))
+    assert answered_key(msg) == 7 and list(msg.data) == pytest.approx([0.1, 0.2, 0.3])
+    assert answered_key(answer(np.zeros(3), None)) is None  # a planner in real time names none
+    assert answered_key(Float64MultiArray(data=[0.0, 0.0, 0.0])) is None
+    stamped = odometry_from_pose((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), Time(sec=3, nanosec=5))
+    assert state_key(stamped, make_task("rc_car")) == 3_000_000_005

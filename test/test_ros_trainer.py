@@ -89,7 +89,11 @@ def loop(tmp_path_factory):
     params = params_file(tmp / "params.yaml", **SMALL_NETS, **{"trainer.data_dir": str(data_dir),
                                                                "task.bundle": str(export_test_bundle(tmp / "bundle")),
                                                                "security.signing_key": str(private),
-                                                               "security.trusted_keys": [str(public)]})
+                                                               "security.trusted_keys": [str(public)],
+                                                               # A slow host's restarted trainer may not catch up on
+                                                               # its owed SAC updates; it then publishes at this age
+                                                               # (as designed): within the test's 60 s wait.
+                                                               "trainer.max_model_age_s": 20.0})
     domain = domain_id(11)
     run = SimpleNamespace(tmp=tmp, params=params, domain=domain, data_dir=data_dir, signing_key=private)
     run.nodes = {"sim": NodeProcess("sim", "sim", params, domain, tmp),

@@ -253,6 +253,8 @@ class TaskConfig:
     """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
     explore: bool = False
     """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up --fresh` turns it on (`--explore` / `--no-explore` choose)."""
+    lockstep: bool = False
+    """Simulated time in lock-step (fixed at start): the sim steps only on the planner's answer to its latest state (at most control_rate_hz steps a second), the planner answers every state with one plan however long it takes (no deadline, no delay compensation), and the sim publishes `/clock`: the control loop does not depend on the host's speed (the trainer still learns in wall-clock time). Off: real time, the sim and the planner on wall-clock timers (a robot)."""
 
     def __post_init__(self) -> None:
         _check_finite(self)

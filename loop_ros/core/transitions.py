@@ -15,12 +15,14 @@ trainer applies live and to its bags on load (``core.replay``), so a restarted t
   the one before it starts a new run; the transition into the terminal state is held until
   its record arrives (the order in which one subscriber takes messages of two topics is
   not guaranteed, so either may come first). A record that never comes leaves it a time
-  limit. Every transition is therefore released one state late. Array states that carry the
-  step count (``core.array_state``) do the same with it: step 0 starts a run, and the record's
-  ``steps`` names the terminal state. Array states with neither (a robot driver's plain
-  observation) rely on the ``episode`` record alone to end a run.
+  limit. Every transition is therefore released one state late. Array states that carry
+  their step count and termination (``core.array_state``: the gymnasium tasks) need no record:
+  step 0 starts a run, s' says whether it ended its episode by termination, and the
+  transition is released at once. Plain array states (a robot driver's observation) rely on
+  the ``episode`` record alone to end a run.
 * no transition spans a gap of more than ``max_gap_s`` between the stamps of s and s'
-  (receive times without stamps), or an action received more than ``max_gap_s`` before s
+  (receive times without stamps; for counted array states, a missing step), or an action
+  received more than ``max_gap_s`` before s
   (the sim stops holding an action after ``sim.action_timeout_s``). Stamps, not receive
   times, measure the state gap, so a trainer that falls behind for a while (its messages
   arrive late and in a burst) keeps every transition. States that complete no transition
@@ -133,7 +135,9 @@ class TransitionAssembler:
 
     def __init__(self, task: Task, topics: ReplayTopics, max_gap_s: float):
         self.task, self.topics = task, topics
-        self.stamped = task.state_message == TASK_ODOMETRY or "step" in task.state_extras
+        # Array states that carry the step into them (action, reward, count, termination) need no
+        # action or episode message of another publisher to complete a transition.
+        self.self_describing = {"action", "reward", "step", "terminated"} <= set(task.state_extras)
         self.max_gap_ns = int(max_gap_s * 1e9)
         self._state: _StateRecord | None = None
         self._action: tuple[np.ndarray, int] | None = None  # (action, receive time)
@@ -182,7 +186,8 @@ class TransitionAssembler:
             state = parse_array_state(msg.data, self.task)
             if state is None:
                 return None
-            return _StateRecord(state.obs, received, received, state.step, state.reward)
+            return _StateRecord(state.obs, received, received, state.step, state.reward, state.terminated,
+                                state.action)
         pose = pose_from_odometry(msg)
         if pose is None:
             return None
@@ -194,8 +199,8 @@ class TransitionAssembler:
         previous, action = self._state, self._action
         if previous is None:
             return "no_previous"
-        if state.time <= previous.time or state.key == 0 and "step" in self.task.state_extras:
-            return "episode_start"  # the sim's reset state carries its terminal state's stamp, or step 0
+        if state.time <= previous.time:
+            return "episode_start"  # the sim's reset state carries its terminal state's stamp
         if state.time - previous.time > self.max_gap_ns:
             return "state_gap"
         if action is None:
@@ -205,6 +210,10 @@ class TransitionAssembler:
         return None
 
     def _on_state(self, state: _StateRecord) -> tuple[Transition, ...]:
+        if self._is_repeat(state):  # a lock-step sim sent its unanswered state again
+            return self._count_unpaired("repeat")
+        if self.self_describing:
+            return self._on_described_state(state)
         reason = self._unpaired_reason(state)
         previous, self._state = self._state, state
         if reason == "episode_start" and self._pending is not None and not self._awaiting_record:
@@ -225,6 +234,24 @@ class TransitionAssembler:
         self._pending_end = state.key
         return released
 
+    def _on_described_state(self, state: _StateRecord) -> tuple[Transition, ...]:
+        """A state that carries the step into it: a transition from the state before, released at
+        once, unless it starts an episode (step 0) or a step is missing between them."""
+        previous, self._state = self._state, state
+        if previous is None:
+            return self._count_unpaired("no_previous")
+        if state.key == 0:
+            return self._count_unpaired("episode_start")
+        if state.key != previous.key + 1:
+            return self._count_unpaired("state_gap")
+        self.terminal_transitions += bool(state.terminated)
+        return (Transition(previous.obs, state.action, state.reward, state.obs, bool(state.terminated)),)
+
+    def _is_repeat(self, state: _StateRecord) -> bool:
+        previous = self._state
+        return (previous is not None and state.key is not None and state.key == previous.key
+                and np.array_equal(state.obs, previous.obs))
+
     def _count_unpaired(self, reason: str) -> tuple:
         self.unpaired[reason] += 1
         return ()
@@ -233,10 +260,12 @@ class TransitionAssembler:
         """An episode record: the sim says whether its episode ended by termination (a crash: done)
         or by the time limit (not done), and names the terminal state by its stamp."""
         terminated = record.get("terminated") is True
-        if not self.stamped:  # states without a stamp or step: the record itself is the boundary
+        if self.self_describing:  # the states said it all
+            return ()
+        if self.task.state_message != TASK_ODOMETRY:  # plain array states: the record itself is the boundary
             self._state = None
             return self._release(terminated) if self._pending is not None else ()
-        key = record.get("stamp_ns" if self.task.state_message == TASK_ODOMETRY else "steps")
+        key = record.get("stamp_ns")
         if not isinstance(key, int) or isinstance(key, bool):
             return ()  # a record without the stamp (an older sim's): the end stays a time limit
         if self._pending is not None and self._pending_end == key:
@@ -261,5 +290,7 @@ class _StateRecord:
     obs: np.ndarray  # (S,)
     received: int  # receive time, ns since the epoch
     time: int  # the sender's stamp (ns) when the message has one, else the receive time
-    key: int | None = None  # what an episode record names its terminal state by: the stamp, or the step count
+    key: int | None = None  # the stamp (what an episode record names its terminal state by), or the step count
     reward: float | None = None  # of the step into this state, when the sim sends it
+    terminated: bool | None = None  # it ended its episode by termination, when the sim sends it
+    action: np.ndarray | None = None  # the action applied in the step into it, when the sim sends it

@@ -11,7 +11,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from loop_ros.core.array_state import array_state_values, parse_array_state
 from loop_ros.core.odometry import odometry_fields
@@ -53,9 +53,39 @@ def observation_of_array(msg: Float64MultiArray, task) -> np.ndarray | None:
     return None if state is None else state.obs
 
 
-def array_state(task, obs: np.ndarray, reward: float = 0.0, step: int = 0) -> Float64MultiArray:
-    """The ``ARRAY`` state message of ``obs`` (the sim's)."""
-    return float_array(array_state_values(task, obs, reward, step))
+def state_key(msg, task) -> int | None:
+    """What a state message is named by in lock-step: an array state's step count, else the stamp (ns)."""
+    if isinstance(msg, Odometry):
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    state = parse_array_state(msg.data, task)
+    return None if state is None else state.step
+
+
+ANSWER_LABEL = "answers_state_"
+"""Lock-step: an action's dimension label names the state it answers (``ANSWER_LABEL`` + its key)."""
+
+
+def answer(action: np.ndarray, key: int | None) -> Float64MultiArray:
+    """An action that says which state it answers (the lock-step sim takes only the awaited one's)."""
+    msg = float_array(action)
+    if key is not None:
+        msg.layout.dim = [MultiArrayDimension(label=f"{ANSWER_LABEL}{key}", size=len(msg.data), stride=len(msg.data))]
+    return msg
+
+
+def answered_key(msg: Float64MultiArray) -> int | None:
+    """The key of the state an action answers (``answer``), None when it names none."""
+    label = msg.layout.dim[0].label if len(msg.layout.dim) == 1 else ""
+    try:
+        return int(label.removeprefix(ANSWER_LABEL)) if label.startswith(ANSWER_LABEL) else None
+    except ValueError:
+        return None
+
+
+def array_state(task, obs: np.ndarray, action=None, reward: float = 0.0, step: int = 0,
+                terminated: bool = False) -> Float64MultiArray:
+    """The ``ARRAY`` state message of ``obs`` (the sim's; ``core.array_state``)."""
+    return float_array(array_state_values(task, obs, action, reward, step, terminated))
 
 
 def path_from_positions(positions: np.ndarray, stamp, frame_id: str = ODOM_FRAME) -> Path:

@@ -5,6 +5,10 @@ the planner. ``PlanWorker`` plans in its own thread on the newest valid state (o
 ones are skipped) and leaves its result in ``latest_plan``; ``tick_source`` decides, from
 what is there at the tick, which action the tick publishes. Settings edits and model
 swaps reach the planner only between two plans, inside the worker thread.
+
+In lock-step (``task.lockstep``: simulated time waits for the planner) there is no tick: the
+worker answers every state it takes through ``answer(sample, plan)``, with the plan made on
+it, or None when none could be (no model yet, a failed plan): the node then sends the safe action.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ NO_MODEL = "no_model"    # no plan and no model to ask: safe action
 STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
 INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
 NO_STATE = "no_state"    # nothing received yet: safe action
-TICK_SOURCES = (PLAN, HELD, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE)
+FAILED = "failed"        # lock-step only: the plan on this state failed: safe action
+TICK_SOURCES = (PLAN, HELD, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE, FAILED)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class StateSample:
     obs: np.ndarray  # (S,) float32
     received: float  # time.monotonic() at arrival: hosts' clocks may differ, arrival times do not
     seq: int  # arrival counter
+    key: int | None = None  # what the sim names the state by (lock-step answers echo it): step count or stamp
 
 
 @dataclass(frozen=True)
@@ -146,9 +152,10 @@ class PlanWorker:
 
     def __init__(self, task, holder, configs: dict, make_planner: Callable = ArcPlanner,
                  on_error: Callable[[str], None] = lambda message: None,
-                 predict_interval_s: float = 0.1):
+                 predict_interval_s: float = 0.1,
+                 answer: Callable[[StateSample, Plan | None], None] | None = None):
         self.task, self.holder = task, holder
-        self._make_planner, self._on_error = make_planner, on_error
+        self._make_planner, self._on_error, self._answer = make_planner, on_error, answer
         self._predict_interval_s = predict_interval_s
         self._cond = threading.Condition()
         self._state: StateSample | None = None
@@ -215,14 +222,17 @@ class PlanWorker:
                 sample = self._state if self._state is not None and self._state.seq > self._planned_seq else None
                 configs, self._pending_configs = self._pending_configs, None
                 reset, self._reset_requested = self._reset_requested, False
+            plan = None
             try:
                 self._update_planner(configs, reset)
                 if sample is not None:
                     self._planned_seq = sample.seq
-                    self._plan(sample)
+                    plan = self._plan(sample)
             except Exception as error:  # a failing plan must not kill the thread: ticks fall back
                 self.stats.count("plan_errors")
                 self._on_error(f"planning failed: {error!r}")
+            if sample is not None and self._answer is not None:
+                self._answer(sample, plan)
 
     def _update_planner(self, configs: dict | None, reset: bool) -> None:
         model = self.holder.current
@@ -252,18 +262,19 @@ class PlanWorker:
     def _delay_compensated(self, planner, obs: np.ndarray) -> np.ndarray:
         """The state one control step ahead through the action being applied while this plan
         runs: its first action reaches the robot about one tick after the state was measured."""
-        action = self.applied_action
-        if not self.configs["task"].compensate_delay or action is None:
+        action, task = self.applied_action, self.configs["task"]
+        if not task.compensate_delay or task.lockstep or action is None:  # lock-step: applied to this very state
             return obs
         return planner.predict_states(obs, action[None])[1].astype(np.float32)
 
-    def _plan(self, sample: StateSample) -> None:
-        planner = self.planner
+    def _plan(self, sample: StateSample) -> Plan | None:
+        """The plan on ``sample`` (None: no model, or a state the tick would not use any more)."""
+        planner, task = self.planner, self.configs["task"]
         if planner is None:
-            return
-        if time.monotonic() - sample.received > self.configs["task"].state_timeout_s:
+            return None
+        if not task.lockstep and time.monotonic() - sample.received > task.state_timeout_s:
             self.stats.count("skipped_stale")  # the tick will not use it anyway
-            return
+            return None
         self.planning_since = time.monotonic()
         start, times_before = time.perf_counter(), thread_times()
         try:
@@ -287,3 +298,4 @@ class PlanWorker:
         if start - self._last_predict >= self._predict_interval_s:  # the plan view is for people: 10 Hz is plenty
             self._last_predict = start
             self.latest_mean_states = planner.predict_states(sample.obs, result.mean_actions)
+        return plan

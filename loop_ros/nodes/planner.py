@@ -28,13 +28,14 @@ from loop_ros.core.odometry import pose_from_odometry
 from loop_ros.core.untrusted import checked_episode
 from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
-from loop_ros.nodes.messages import diagnostics, float_array, observation_of_array, path_from_positions
+from loop_ros.nodes.messages import (answer, diagnostics, float_array, observation_of_array, path_from_positions,
+                                     state_key)
 from loop_ros.nodes.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
 from loop_ros.settings import bundle_path
-from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES, PlanWorker,
-                                        StateSample, held_action, plan_time_breakdown, tick_source)
+from loop_ros.nodes.plan_worker import (ACTOR, FAILED, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES,
+                                        PlanWorker, StateSample, held_action, plan_time_breakdown, tick_source)
 
 SECTIONS = ("arc", "safety", "runtime", "task", "security")
 FIXED = ("task.name", "task.control_rate_hz", "security.signing_key", "security.trusted_keys")
@@ -77,10 +78,13 @@ class PlannerNode(GuardedNode):
         self.action_high = np.asarray(self.task.action_high, dtype=float)
         self.safe_action = np.clip(np.asarray(self.task.safe_action(), dtype=float), self.action_low, self.action_high)
         self.holder = ModelHolder()
-        self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error)
+        self.lockstep = configs["task"].lockstep
+        self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error,
+                                 answer=self._answer if self.lockstep else None)
         self.loader = ModelLoader(self.holder, self.task.describe(), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
-        self.counts: Counter[str] = Counter()
+        # Every key up front: in lock-step the plan worker's thread counts while the executor reads.
+        self.counts: Counter[str] = Counter({source: 0 for source in (*TICK_SOURCES, "tick_error")})
         self.invalid_states = 0
         self.rejected_inputs: Counter[str] = Counter()  # messages refused at the trust boundary, by topic
         self.unbounded_actions = 0  # actions that had to be clipped into the bounds or replaced (non-finite)
@@ -117,7 +121,8 @@ class PlannerNode(GuardedNode):
         self.create_subscription(state_type, "state", self._on_state, LATEST_ONLY)
         self.create_subscription(String, "episode", self._on_episode, 10)
         self.create_subscription(UInt8MultiArray, "model", self._on_model, MODEL_QOS)
-        self.create_timer(1.0 / rate_hz, self._on_tick)
+        if not self.lockstep:  # lock-step: the plan worker answers each state (_answer), no tick
+            self.create_timer(1.0 / rate_hz, self._on_tick)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.create_timer(PATH_PERIOD_S, self._publish_path)
 
@@ -161,6 +166,23 @@ class PlannerNode(GuardedNode):
             self._tick_periods.append(now - self._last_tick)
         self._first_tick = self._first_tick or now
         self._last_tick = now
+
+    def _answer(self, sample: StateSample, plan) -> None:
+        """Lock-step, in the plan worker's thread: the one action that answers ``sample`` (the sim
+        waits for it), from the plan made on it, else the safe action (no model yet, a failed plan)."""
+        try:
+            model = self.holder.current
+            source = PLAN if plan is not None else NO_MODEL if model is None else FAILED
+            action = self._bounded(plan.action if plan is not None else self.safe_action)
+            self.action_pub.publish(answer(action, sample.key))
+            self.worker.applied_action = np.asarray(action, np.float32)
+            self.counts[source] += 1
+            self._count_swap_miss(model, False)
+            now = time.monotonic()
+            self._first_tick = self._first_tick or now
+            self._last_tick = now
+        except Exception as error:  # noqa: BLE001 - the worker thread must go on answering
+            self.count_callback_error("lockstep answer", error)
 
     def _record_miss(self, now: float, plan) -> None:
         """Log a deadline miss with what was going on, so its cause can be told from the log."""
@@ -224,7 +246,7 @@ class PlannerNode(GuardedNode):
                                       "ignored; publishing the safe action", throttle_duration_sec=1.0)
             return
         seq = self._state.seq + 1 if self._state is not None else 0
-        self._state = StateSample(obs, time.monotonic(), seq)
+        self._state = StateSample(obs, time.monotonic(), seq, state_key(msg, self.task) if self.lockstep else None)
         self._state_invalid = False
         self.worker.offer_state(self._state)
 

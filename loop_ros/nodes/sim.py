@@ -3,13 +3,25 @@
 Each tick (``task.control_rate_hz``) applies the latest ``action`` (std_msgs/Float64MultiArray;
 zero-order hold), steps the env one control step and publishes ``state``: nav_msgs/Odometry
 for ``ODOMETRY`` tasks (REP-105: pose in ``odom``, twist in ``base_link``), else the
-Float64MultiArray of ``core.array_state`` (the observation, and for a learned reward the step's
-reward and the step count). For the RC car a control step lasts one tick (real time); a
+Float64MultiArray of ``core.array_state`` (the observation, and for a learned reward the step
+into it: action, reward, step count, termination). For the RC car a control step lasts one tick (real time); a
 gymnasium env's step is its own ``dt``, so it runs faster or slower than real time. Without a
 valid action for ``sim.action_timeout_s`` it brakes (the task's safe action). Episodes end
 after ``sim.episode_steps`` or on termination; the tick that ends one publishes the terminal
 state, the episode's statistics on ``episode`` (std_msgs/String, one JSON object) and the next
 episode's first state, both states with the tick's stamp. Parameters: task, safety, sim sections.
+
+Lock-step (``task.lockstep``): simulated time instead. The sim publishes its first state once the
+others listen; then at each tick it steps only if the action answering its latest state has come
+(an invalid one: the safe action), else it waits, so a slow plan stalls simulated time instead
+of missing a deadline; the wall-clock rate stays at most ``task.control_rate_hz``, which the
+trainer's recording keeps up with. Each step publishes the next state and ``/clock`` (the env's
+time: steps x its control step); states carry that time as their stamp. The planner's answer
+names the state it answers (its step count, or for Odometry its stamp; ``nodes.messages.answer``),
+so an answer to an episode's terminal state is not taken for the next episode's first state
+(Odometry: both carry one stamp, so the last answer with it before the tick is taken). If no
+action comes for ``LOCKSTEP_REPUBLISH_S`` it publishes the same state again (counted in
+``republished_states``; the trainer drops the repeat).
 
 Run: ``python -m loop_ros.nodes.sim [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -22,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from nav_msgs.msg import Odometry
 from rclpy.qos import QoSProfile
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float64MultiArray, String
 
 from loop_ros.core.config import ConfigError
@@ -29,11 +43,13 @@ from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.base import ODOMETRY, NoSimulator
 from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
-from loop_ros.nodes.messages import array_state, checked_array, odometry_from_pose
+from loop_ros.nodes.messages import answered_key, array_state, checked_array, odometry_from_pose, state_key
 from loop_ros.nodes.params import ParameterBinding
 
 SECTIONS = ("task", "safety", "sim")
-FIXED = ("task.name", "task.control_rate_hz")
+FIXED = ("task.name", "task.control_rate_hz", "task.lockstep")
+LOCKSTEP_REPUBLISH_S = 2.0
+"""Lock-step: a state that no action has answered for this long is published again (a lost message)."""
 
 
 @dataclass
@@ -90,7 +106,17 @@ class SimNode(GuardedNode):
         self.start_gate = StartGate(self.state_pub, self.get_logger().warning)
         self.episode_pub = self.create_publisher(String, "episode", 10)
         self.create_subscription(Float64MultiArray, "action", self._on_action, QoSProfile(depth=1))
-        self.create_timer(1.0 / configs["task"].control_rate_hz, self._on_tick)
+        self.lockstep = configs["task"].lockstep
+        self.republished_states = 0
+        self._last_state = None  # lock-step: the state message awaiting its action, and when it went out
+        self._last_state_sent = 0.0
+        self._answer: np.ndarray | None = None  # lock-step: the action answering the latest state, once it came
+        self._awaited_key: int | None = None  # lock-step: the key of that state (nodes.messages.state_key)
+        if self.lockstep:
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+            self._first_obs = self.env.reset(seed=configs["task"].seed)
+        tick = self._on_lockstep_tick if self.lockstep else self._on_tick
+        self.create_timer(1.0 / configs["task"].control_rate_hz, tick)
 
     def _on_settings(self, configs: dict) -> None:
         # Reference assignments, read by the env at its next step: no edit lands mid-step.
@@ -108,6 +134,8 @@ class SimNode(GuardedNode):
                                       throttle_duration_sec=1.0)
         self._action = action
         self._action_received = time.monotonic()
+        if self.lockstep and self._last_state is not None and answered_key(msg) == self._awaited_key:
+            self._answer = self.safe_action if action is None else action  # the answer to the state it waits on
 
     def _held_action(self, now: float) -> np.ndarray:
         """Zero-order hold of the latest valid action; the safe action once it is too old or invalid."""
@@ -121,24 +149,62 @@ class SimNode(GuardedNode):
         now = time.monotonic()
         if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
             return
-        obs, reward, cost, terminated, truncated, info = self.env.step(self._held_action(now))
+        self._step(self._held_action(now), now)
+
+    def _on_lockstep_tick(self) -> None:
+        """Lock-step: send the first state once the others listen; step when the answer to the latest
+        state has come; send a state again that no action has answered for LOCKSTEP_REPUBLISH_S."""
+        now = time.monotonic()
+        if self._last_state is None:
+            if self.start_gate.passes(self.params.configs["task"].start_subscribers):
+                self._publish_state(self._state_message(self._first_obs, self._stamp()), now)
+        elif self._answer is not None:
+            answer, self._answer = self._answer, None
+            self._step(answer, now)
+        elif now - self._last_state_sent > LOCKSTEP_REPUBLISH_S:
+            self.republished_states += 1
+            self.get_logger().warning(f"lock-step: no action for {LOCKSTEP_REPUBLISH_S:.0f} s, sending the state "
+                                      "again", throttle_duration_sec=10.0)
+            self._publish_state(self._last_state, now)
+
+    def _step(self, action: np.ndarray, now: float) -> None:
+        """One control step with ``action``; publishes the state it leads to (and at an episode's end
+        its record and the next episode's first state)."""
+        obs, reward, cost, terminated, truncated, info = self.env.step(action)
         self.current.add(reward, cost, info["speed"])
         self._total_speed += info["speed"]
         self._total_steps += 1
-        stamp = self.get_clock().now().to_msg()
-        self.state_pub.publish(self._state_message(obs, reward, stamp))
+        stamp = self._stamp()
+        if self.lockstep:
+            self.clock_pub.publish(Clock(clock=stamp))
+        message = self._state_message(obs, stamp, action, reward, terminated)
         if terminated or truncated:
             # The next episode's first state goes out in the same tick with the same stamp (and
             # step 0): the trainer tells the boundary from the message alone (core.replay).
+            self.state_pub.publish(message)
             first_obs = self._end_episode(terminated, stamp)
-            self.state_pub.publish(self._state_message(first_obs, 0.0, stamp))
+            message = self._state_message(first_obs, stamp)
+        self._publish_state(message, now)
         self._first_tick = self._first_tick or now
         self._last_tick = now
 
-    def _state_message(self, obs: np.ndarray, reward: float, stamp):
+    def _publish_state(self, message, now: float) -> None:
+        self.state_pub.publish(message)
+        self._last_state, self._last_state_sent = message, now
+        self._awaited_key = state_key(message, self.task)
+
+    def _stamp(self):
+        """Wall-clock time, or in lock-step the simulated time (steps x the env's control step)."""
+        if self.lockstep:
+            return Time(nanoseconds=round(self._total_steps * self.env.control_dt * 1e9)).to_msg()
+        return self.get_clock().now().to_msg()
+
+    def _state_message(self, obs: np.ndarray, stamp, action=None, reward: float = 0.0, terminated: bool = False):
+        """The state message of ``obs``; array states also carry the step into it (``core.array_state``)."""
         if self.task.state_message == ODOMETRY:
             return odometry_from_pose(self.env.pose(), stamp)
-        return array_state(self.task, obs, reward, self.current.steps)
+        applied = None if action is None else np.clip(action, self.task.action_low, self.task.action_high)
+        return array_state(self.task, obs, applied, reward, self.current.steps, terminated)
 
     def _end_episode(self, terminated: bool, stamp) -> np.ndarray:
         """Publish the episode's record and reset the env; returns the next episode's first observation."""
@@ -165,6 +231,9 @@ class SimNode(GuardedNode):
             "mean_speed": self._total_speed / max(self._total_steps, 1),
             "braked_ticks": self.braked_ticks,
             "invalid_actions": self.invalid_actions,
+            "lockstep": self.lockstep,
+            "sim_time_s": self._total_steps * self.env.control_dt,
+            "republished_states": self.republished_states,
             "callback_errors": dict(self.callback_errors),
         }
 

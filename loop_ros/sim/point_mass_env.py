@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from loop_ros.core.config import SafetyConfig
-from loop_ros.core.tasks.point_mass import PointMassTask, point_mass_step
+from loop_ros.core.tasks.point_mass import DT, PointMassTask, point_mass_step
 
 START_JITTER = 0.1
 """Start position uniform in [-0.1, 0.1]^2 (m), velocity 0."""
@@ -22,6 +22,7 @@ class PointMassEnv:
         self.task = PointMassTask()
         self.safety = safety or SafetyConfig()
         self.episode_steps = int(episode_steps)
+        self.control_dt = DT
         self._rng = np.random.default_rng(seed)
         self._steps = 0
         self._obs = self.reset()

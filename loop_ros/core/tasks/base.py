@@ -88,10 +88,11 @@ class Task:
     # ------------------------------------------------------------ messages
     @property
     def state_extras(self) -> tuple[str, ...]:
-        """Values an ``ARRAY`` state message carries after the observation: ``reward`` (of the step
-        into this state, 0 after a reset) when the reward is learned, and ``step`` (steps since the
-        episode's reset, so 0 marks a reset state) for the trainer's episode boundaries."""
-        return ("reward", "step") if self.reward_from_model else ()
+        """Values an ``ARRAY`` state message carries after the observation (``core.array_state``):
+        when the reward is learned, the ``action`` applied in the step into this state, its
+        ``reward``, ``step`` (steps since the episode's reset: 0 marks a reset state) and
+        ``terminated`` (this state ended its episode by termination): a transition's end, whole."""
+        return ("action", "reward", "step", "terminated") if self.reward_from_model else ()
 
     def obs_from_pose(self, x, y, yaw, vx_world, vy_world, yaw_rate) -> np.ndarray:
         """``ODOMETRY`` tasks: world pose and velocity -> observation ``(..., obs_dim)``."""
