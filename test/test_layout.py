@@ -291,3 +291,26 @@ def test_allow_list_entries_name_real_files_and_tasks(key):
     count, reason = ALLOWED_TASK_LITERALS[key]
     assert (REPO / file).is_file() and not file.startswith(TASK_OWNERS)
     assert is_task_name(literal) and count >= 1 and reason
+
+
+ROS_PACKAGES = ("rclpy", "rcl_interfaces", "std_msgs", "nav_msgs", "geometry_msgs", "diagnostic_msgs",
+                "builtin_interfaces", "rosgraph_msgs", "lifecycle_msgs")
+NODE_GLUE_WITHOUT_ROS = {
+    "loop_ros/nodes/node_log.py": "rate-limited logging onto an rclpy logger it is handed",
+    "loop_ros/nodes/foxglove_scene.py": "the Foxglove bridge's scene, in foxglove-sdk messages",
+}
+
+
+def imports_ros(path: Path) -> bool:
+    source = path.read_text(encoding="utf-8")
+    return any(within(name, package) for _, name in imported_modules(source, module_name(path))
+               for package in ROS_PACKAGES)
+
+
+def test_nodes_hold_only_rclpy_glue_and_the_runtime_parts_import_no_ros():
+    """``nodes/`` holds the rclpy nodes and their message and parameter glue; the ROS-free runtime
+    parts (plan worker, tick policy, model loader, training worker) live in ``workers/``."""
+    without_ros = [relative(p) for p in sorted((PACKAGE / "nodes").glob("*.py")) if not imports_ros(p)]
+    assert sorted(without_ros) == sorted(NODE_GLUE_WITHOUT_ROS)
+    with_ros = [relative(p) for p in sorted((PACKAGE / "workers").glob("*.py")) if imports_ros(p)]
+    assert with_ros == []

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from loop_ros.nodes import autogroup_nice
+from loop_ros.workers.priority import autogroup_nice
 
 CHILD = """
 import os
-from loop_ros.nodes import autogroup_nice, lower_process_priority
+from loop_ros.workers.priority import autogroup_nice, lower_process_priority
 lower_process_priority(7)
 print(os.getpriority(os.PRIO_PROCESS, 0), autogroup_nice())
 """

@@ -12,8 +12,9 @@ from loop_ros.core.arc import PlanResult
 from loop_ros.core.config import ArcConfig, SafetyConfig, TaskConfig
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task
-from loop_ros.nodes.plan_worker import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, STARTING, Plan, PlanWorker,
-                                        StateSample, held_action, tick_source)
+from loop_ros.workers.plan_worker import Plan, PlanWorker, StateSample
+from loop_ros.workers.tick_policy import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, STARTING, held_action,
+                                          tick_source)
 
 TIMEOUT = 0.1
 

@@ -44,7 +44,7 @@ def test_a_loaded_replay_is_caught_up_before_the_first_model_is_published(tmp_pa
     from loop_ros.core.transitions import Transition
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer
-    from loop_ros.nodes.training_worker import TrainingWorker
+    from loop_ros.workers.training_worker import TrainingWorker
 
     task, schedule = make_task("rc_car"), TrainerConfig(seed_steps=100)
     ensemble = EnsembleConfig(hidden=(8,), ensemble_size=2, num_elites=1, max_epochs=1, batch_size=32,
@@ -259,7 +259,7 @@ def test_models_are_published_after_every_nth_refit_and_the_newest_kept(tmp_path
     from loop_ros.core.transitions import Transition
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer
-    from loop_ros.nodes.training_worker import TrainingWorker
+    from loop_ros.workers.training_worker import TrainingWorker
 
     schedule = TrainerConfig(seed_steps=20, refits_per_publish=2, keep_models=1)
     ensemble = EnsembleConfig(hidden=(8,), ensemble_size=2, num_elites=1, max_epochs=1, batch_size=16,

@@ -104,7 +104,7 @@ def test_the_preparer_process_verifies_and_composes_and_refuses_bad_bundles(expo
 
     from loop_ros.core.runtime import fused_graphs
     from loop_ros.core.signing import key_id, public_key_bytes, sign_bundle, sign_bundle_bytes
-    from loop_ros.nodes.model_loader import BundlePreparer
+    from loop_ros.workers.model_loader import BundlePreparer
 
     key = Ed25519PrivateKey.generate()
     trust = ({key_id(key): public_key_bytes(key.public_key())}, 1)  # (trusted keys, active version)

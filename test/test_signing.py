@@ -1,5 +1,5 @@
 """Signed model bundles (core/signing.py) and the planner's loader that enforces them
-(nodes/model_loader.py): only a bundle signed by a trusted key and newer than the active model
+(workers/model_loader.py): only a bundle signed by a trusted key and newer than the active model
 comes in from the topic; a runtime edit rebuilds the active model, whatever its origin."""
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_a_tampered_manifest_fails_the_signature(bundle, keys):
 
 
 def test_a_tampered_graph_fails_the_hash_of_the_signed_manifest(bundle, keys):
-    from loop_ros.nodes.model_loader import prepare_bundle
+    from loop_ros.workers.model_loader import prepare_bundle
 
     private, trusted = keys
     flipped = bytearray(bundle.files["critic.onnx"])
@@ -232,7 +232,7 @@ class Loader:
 
     def __init__(self, trusted):
         from loop_ros.core.runtime import ModelHolder
-        from loop_ros.nodes.model_loader import ModelLoader
+        from loop_ros.workers.model_loader import ModelLoader
 
         self.logged: list[tuple[str, str]] = []
         self.holder = ModelHolder()
@@ -257,7 +257,7 @@ def loader(keys):
 
 
 def test_the_loader_takes_only_signed_newer_bundles_from_the_topic(loader, keys, export_tiny_bundle, tmp_path):
-    from loop_ros.nodes.model_loader import INVALID
+    from loop_ros.workers.model_loader import INVALID
 
     private, _ = keys
     runtime = RuntimeConfig(intra_op_threads=1)

@@ -1,4 +1,4 @@
-"""The learning thread of the trainer node (``nodes/training_worker.py``) without ROS: how it
+"""The learning thread of the trainer node (``workers/training_worker.py``) without ROS: how it
 keeps the model fresh when it falls behind (max_model_age_s, max_backlog, max_owed_updates)
 and how fast it stops, mid-fit, mid-catch-up and mid-export. A fake learner with slow steps
 stands in for ``LoopTrainer`` (the real one only for the interrupted fit)."""
@@ -13,7 +13,7 @@ import pytest
 from loop_ros.core.bundle import read_bundle, write_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
 from loop_ros.core.transitions import Transition
-from loop_ros.nodes.training_worker import TrainingWorker
+from loop_ros.workers.training_worker import TrainingWorker
 
 PROVENANCE = {"command": "pytest", "seed": 0, "eval_return": None}
 

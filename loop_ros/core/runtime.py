@@ -3,7 +3,7 @@
 ``OrtPlanningModel`` implements the planner's ``FusedRolloutModel`` protocol
 (``planning_model.py``, numpy float32 in and out) with one session per graph. ``ModelHolder``
 holds the model in use; new ones are verified and built off the control path
-(``nodes.model_loader``), and the control path only reads ``holder.current`` once per tick.
+(``workers.model_loader``), and the control path only reads ``holder.current`` once per tick.
 """
 from __future__ import annotations
 

@@ -62,62 +62,6 @@ class StartGate:
         return self.open
 
 
-def lower_thread_priority(increment: int, tid: int | None = None) -> None:
-    """Add ``increment`` to the niceness of thread ``tid`` (default: the calling one), so it yields
-    the cores to the control path (Linux: niceness is per thread, and the threads it starts
-    inherit it; elsewhere setpriority takes a process, so nothing is done)."""
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id() if tid is None else tid
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-    except ProcessLookupError:  # the thread has just ended
-        pass
-
-
-def lower_process_priority(increment: int) -> None:
-    """``lower_thread_priority`` for every thread of this process, the DDS threads included, and
-    for its session's autogroup when it leads that session.
-
-    For a process whose Python threads share the GIL: niced alone, a thread can be descheduled
-    while it holds the GIL and stall the others (measured: the trainer's recording lost states
-    while its niced learning thread held the GIL). With autogroup scheduling (Linux's default on
-    many distributions, and on the dev VM), the kernel first shares the cores between sessions
-    and applies a thread's nice only within its own: `loop-ros up` starts each node in its own
-    session, and a nice-10 trainer thread took a whole core for 132 ms while the planner's plan
-    worker waited 57 ms for one (a deadline miss). Only the session leader changes the
-    autogroup, so a node started inside a shared session (a launch file's) never nices the others.
-    """
-    for tid in os.listdir("/proc/self/task") if sys.platform.startswith("linux") else ():
-        lower_thread_priority(increment, int(tid))
-    if sys.platform.startswith("linux") and os.getsid(0) == os.getpid():
-        _lower_autogroup_priority(increment)
-
-
-AUTOGROUP = "/proc/self/autogroup"
-
-
-def autogroup_nice() -> int | None:
-    """This process's autogroup nice, or None where the kernel exposes none it can read (no
-    autogroup scheduling, or a sandboxed /proc whose file reads empty, as on the CI machine)."""
-    try:
-        with open(AUTOGROUP, encoding="ascii") as f:  # e.g. "/autogroup-1028 nice 0"
-            return int(f.read().split()[-1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _lower_autogroup_priority(increment: int) -> None:
-    nice = autogroup_nice()
-    if nice is None:
-        return
-    try:
-        with open(AUTOGROUP, "w", encoding="ascii") as f:
-            f.write(str(min(19, nice + increment)))
-    except OSError:  # a kernel that refuses the write: the threads' nice still applies
-        pass
-
-
 def write_json(path: str | os.PathLike, payload: dict) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a summary."""
     path = Path(path)

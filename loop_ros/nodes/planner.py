@@ -12,7 +12,7 @@ Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-fil
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -23,28 +23,24 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 from loop_ros.core.arc import fused_graph_key
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task
-from loop_ros.core.tasks.base import ARRAY
 from loop_ros.core.odometry import pose_from_odometry
+from loop_ros.core.tasks.base import ARRAY
 from loop_ros.core.untrusted import checked_episode
 from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.guarded_node import GuardedNode
 from loop_ros.nodes.messages import (answer, diagnostics, float_array, observation_of_array, path_from_positions,
                                      state_key)
-from loop_ros.nodes.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
 from loop_ros.settings import bundle_path
-from loop_ros.nodes.plan_worker import (ACTOR, FAILED, HELD, INVALID, NO_MODEL, PLAN, STALE, STARTING, TICK_SOURCES,
-                                        PlanWorker, StateSample, held_action, plan_time_breakdown, tick_source)
+from loop_ros.workers.model_loader import ModelLoader, trusted_public_keys
+from loop_ros.workers.plan_worker import PlanWorker, StateSample
+from loop_ros.workers.tick_policy import TickPolicy
 
 SECTIONS = ("arc", "safety", "runtime", "task", "security")
 FIXED = ("task.name", "task.control_rate_hz", "security.signing_key", "security.trusted_keys")
 DIAGNOSTICS_PERIOD_S = 1.0
 PATH_PERIOD_S = 0.1
-SWAP_TICKS = 3
-"""A deadline miss within this many ticks after a model replaced another counts as the swap's."""
-MISSES_KEPT = 50
-"""Deadline misses whose circumstances the summary lists (the first ones of the run)."""
 LATEST_ONLY = QoSProfile(depth=1)
 MODEL_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -74,37 +70,21 @@ class PlannerNode(GuardedNode):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
-        self.action_low = np.asarray(self.task.action_low, dtype=float)
-        self.action_high = np.asarray(self.task.action_high, dtype=float)
-        self.safe_action = np.clip(np.asarray(self.task.safe_action(), dtype=float), self.action_low, self.action_high)
         self.holder = ModelHolder()
         self.lockstep = configs["task"].lockstep
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error,
                                  answer=self._answer if self.lockstep else None)
         self.loader = ModelLoader(self.holder, self.task.describe(), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
-        # Every key up front: in lock-step the plan worker's thread counts while the executor reads.
-        self.counts: Counter[str] = Counter({source: 0 for source in (*TICK_SOURCES, "tick_error")})
+        self.policy = TickPolicy(self.task, 1.0 / configs["task"].control_rate_hz,
+                                 lambda text: log_at(self.get_logger(), "warn", text), self._miss_context)
         self.invalid_states = 0
         self.rejected_inputs: Counter[str] = Counter()  # messages refused at the trust boundary, by topic
-        self.unbounded_actions = 0  # actions that had to be clipped into the bounds or replaced (non-finite)
         self._plan_errors_reported = 0
         self._state: StateSample | None = None
         self._state_invalid = False
-        self._last_plan_seq = -1
-        self._plan_ticks = 0  # ticks the latest plan has been in use
-        self._first_tick = self._last_tick = 0.0
-        self._tick_periods: deque[float] = deque(maxlen=10_000)  # for the jitter figures
-        self.swap_misses = 0
-        self.swap_log: list[dict] = []  # when each model began to be used (wall time), and its version
-        self.misses: list[dict] = []  # circumstances of the first MISSES_KEPT deadline misses
-        self.stale_periods: list[dict] = []  # the first MISSES_KEPT runs of stale ticks
-        self._stale_period: dict | None = None  # the run going on, when one is
-        self._tick_model = None  # the model the last tick saw
-        self._ticks_since_swap = SWAP_TICKS
         self._edit_accepted_at: float | None = None
         self._published_states = None
-        self._nominal_period_s = 1.0 / configs["task"].control_rate_hz
         self._make_interfaces(state_reader(self.task), configs["task"].control_rate_hz)
         self._bundle_source = None
         self.worker.start()
@@ -133,8 +113,8 @@ class PlannerNode(GuardedNode):
             self._tick()
         except Exception as error:  # noqa: BLE001 - counted like any callback error, and the robot brakes
             self.count_callback_error("tick", error)
-            self.action_pub.publish(float_array(self.safe_action))
-            self.counts["tick_error"] += 1
+            self.action_pub.publish(float_array(self.policy.safe_action))
+            self.policy.count_error()
 
     def _tick(self) -> None:
         # The first tick waits for the first state, and for the model being loaded at start:
@@ -142,97 +122,26 @@ class PlannerNode(GuardedNode):
         gate = self.start_gate
         if not gate.open and not gate.passes(self.params.configs["task"].start_subscribers, self._missing_input()):
             return
-        now = time.monotonic()
-        state, plan, model = self._state, self.worker.latest_plan, self.holder.current
-        timeout = self.params.configs["task"].state_timeout_s
-        source = tick_source(now, state, self._state_invalid, plan, self._last_plan_seq, timeout, model is not None)
-        action = self.safe_action
-        if source == PLAN:
-            action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
-        elif source == HELD:
-            action = held_action(plan, self._plan_ticks)
-            self._plan_ticks += 1
-        elif source in (ACTOR, STARTING):
-            action = self._actor_action(model, state.obs)
-        if source == ACTOR:
-            self._record_miss(now, plan)
-        action = self._bounded(action)
-        self._track_stale(now, state, timeout, source == STALE)
+        action = self.policy.tick(time.monotonic(), self._state, self._state_invalid, self.worker.latest_plan,
+                                  self.holder.current, self.params.configs["task"].state_timeout_s)
         self.action_pub.publish(float_array(action))
         self.worker.applied_action = np.asarray(action, np.float32)
-        self.counts[source] += 1
-        self._count_swap_miss(model, source == ACTOR)
-        if self._last_tick:
-            self._tick_periods.append(now - self._last_tick)
-        self._first_tick = self._first_tick or now
-        self._last_tick = now
 
     def _answer(self, sample: StateSample, plan) -> None:
         """Lock-step, in the plan worker's thread: the one action that answers ``sample`` (the sim
         waits for it), from the plan made on it, else the safe action (no model yet, a failed plan)."""
         try:
-            model = self.holder.current
-            source = PLAN if plan is not None else NO_MODEL if model is None else FAILED
-            action = self._bounded(plan.action if plan is not None else self.safe_action)
+            action = self.policy.answer(time.monotonic(), plan, self.holder.current)
             self.action_pub.publish(answer(action, sample.key))
             self.worker.applied_action = np.asarray(action, np.float32)
-            self.counts[source] += 1
-            self._count_swap_miss(model, False)
-            now = time.monotonic()
-            self._first_tick = self._first_tick or now
-            self._last_tick = now
         except Exception as error:  # noqa: BLE001 - the worker thread must go on answering
             self.count_callback_error("lockstep answer", error)
 
-    def _record_miss(self, now: float, plan) -> None:
-        """Log a deadline miss with what was going on, so its cause can be told from the log."""
+    def _miss_context(self) -> dict:
+        """What was going on at a deadline miss besides the plan: the plan in progress, a model loading."""
         planning_since = self.worker.planning_since
-        miss = {"t_s": now - self._first_tick, "plan_state_age_ms": (now - plan.state.received) * 1e3,
-                "plan_finished_ago_ms": (now - plan.finished) * 1e3, **plan_time_breakdown(plan, "plan_"),
-                "planning_for_ms": None if planning_since is None else (now - planning_since) * 1e3,
-                "loader_busy": self.loader.busy, "ticks_since_swap": self._ticks_since_swap}
-        if len(self.misses) < MISSES_KEPT:
-            self.misses.append(miss)
-        self.get_logger().warning("deadline miss, publishing the actor's action: " +
-                                  ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in miss.items()), throttle_duration_sec=1.0)
-
-    def _track_stale(self, now: float, state, timeout_s: float, stale: bool) -> None:
-        """Log each run of stale ticks once, at its start, and keep when it began and how long it lasted."""
-        if not stale:
-            self._stale_period = None
-        elif self._stale_period is not None:
-            self._stale_period["ticks"] += 1
-        else:
-            age_ms = (now - state.received) * 1e3
-            self._stale_period = {"t_s": now - (self._first_tick or now), "state_age_ms": age_ms, "ticks": 1}
-            if len(self.stale_periods) < MISSES_KEPT:
-                self.stale_periods.append(self._stale_period)
-            self.get_logger().warning(f"stale state: the latest is {age_ms:.0f} ms old (task.state_timeout_s "
-                                      f"{timeout_s * 1e3:.0f} ms); publishing the safe action until a fresh one comes")
-
-    def _count_swap_miss(self, model, missed: bool) -> None:
-        if model is not self._tick_model:
-            self._ticks_since_swap = 0 if self._tick_model is not None else SWAP_TICKS
-            self._tick_model = model
-            if model is not None:
-                self.swap_log.append({"wall_time": time.time(), "version": model.version})
-        self.swap_misses += missed and self._ticks_since_swap < SWAP_TICKS
-        self._ticks_since_swap += 1
-
-    def _actor_action(self, model, obs: np.ndarray) -> np.ndarray:
-        return model.actor(obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
-
-    def _bounded(self, action) -> np.ndarray:
-        """Every published action lies in the task's bounds: clipped there, or the safe action
-        when it is not finite (a bad model's output must never reach the robot)."""
-        action = np.asarray(action, dtype=float)
-        if action.shape != self.action_low.shape or not np.all(np.isfinite(action)):
-            self.unbounded_actions += 1
-            return self.safe_action
-        clipped = np.clip(action, self.action_low, self.action_high)
-        self.unbounded_actions += bool(np.any(clipped != action))
-        return clipped
+        return {"planning_for_ms": None if planning_since is None else (time.monotonic() - planning_since) * 1e3,
+                "loader_busy": self.loader.busy}
 
     def _on_state(self, msg) -> None:
         obs = self._obs_from_msg(msg)
@@ -308,30 +217,14 @@ class PlannerNode(GuardedNode):
     # ------------------------------------------------------------ reporting
     def summary(self) -> dict:
         """Counters of the run so far (also the ``--summary`` file and the diagnostics values)."""
-        ticks = sum(self.counts.values())
-        span = self._last_tick - self._first_tick if ticks > 1 else 0.0
         summary = {
-            "ticks": ticks,
-            "achieved_hz": (ticks - 1) / span if span > 0 else 0.0,
-            "tick_period_p99_ms": _percentile_ms(self._tick_periods, 99),
-            "tick_period_max_ms": _percentile_ms(self._tick_periods, 100),
-            "tick_jitter_p99_ms": _percentile_ms(tick_jitter(self._tick_periods, self._nominal_period_s), 99),
-            "deadline_misses": self.counts[ACTOR],
-            "swap_deadline_misses": self.swap_misses,
-            "deadline_miss_details": list(self.misses),
-            "stale_periods": list(self.stale_periods),
-            "stale_states": self.counts[STALE],
+            **self.policy.summary(),
             "invalid_states": self.invalid_states,
-            "invalid_state_ticks": self.counts[INVALID],
-            "no_model_ticks": self.counts[NO_MODEL],
-            "ticks_by_source": {source: self.counts[source] for source in TICK_SOURCES},
             "model_version": self.holder.version,
             "model_swaps": self.holder.swaps,
-            "swap_log": list(self.swap_log),
             "bundle_errors": self.loader.errors,
             "bundle_rejections": dict(self.loader.rejections),
             "rejected_inputs": dict(self.rejected_inputs),
-            "unbounded_actions": self.unbounded_actions,
             "callback_errors": dict(self.callback_errors),
             "controller": self.params.configs["task"].controller,
         }
@@ -381,16 +274,6 @@ class PlannerNode(GuardedNode):
         self.worker.stop()
         self.loader.stop()
         return self.summary()
-
-
-def tick_jitter(periods, nominal_s: float) -> np.ndarray:
-    """How far each tick came from one nominal period after the one before it (seconds)."""
-    return np.abs(np.asarray(periods, dtype=float) - nominal_s)
-
-
-def _percentile_ms(seconds, q: float) -> float | None:
-    values = np.array(seconds)
-    return float(np.percentile(values, q) * 1e3) if values.size else None
 
 
 def main(argv=None) -> int:

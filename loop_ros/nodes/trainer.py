@@ -35,13 +35,14 @@ from loop_ros.core.transitions import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, Repl
 from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
 from loop_ros.core.tasks import make_task
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
-from loop_ros.nodes import lower_process_priority, run_node
+from loop_ros.nodes import run_node
 from loop_ros.nodes.guarded_node import GuardedNode
 from loop_ros.settings import bundle_path
 from loop_ros.nodes.messages import diagnostics
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
-from loop_ros.nodes.training_worker import TrainingWorker
+from loop_ros.workers.priority import lower_process_priority
+from loop_ros.workers.training_worker import TrainingWorker
 
 SECTIONS = ("task", "arc", "safety", "ensemble", "sac", "trainer", "security")
 DIAGNOSTICS_PERIOD_S = 1.0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
@@ -29,7 +28,8 @@ from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_bytes, bundl
 from loop_ros.core.config import RuntimeConfig, TerminalValue
 from loop_ros.core.runtime import ModelHolder, OrtPlanningModel, fused_graphs
 from loop_ros.core.signing import BundleRefused, load_trusted_keys, public_key_bytes, verify_bundle_trust
-from loop_ros.nodes import lower_thread_priority
+from loop_ros.workers.priority import lower_thread_priority
+from loop_ros.workers.thread_loop import ThreadLoop
 
 LOADER_NICE = 10
 """Niceness of the loader thread and of the preparer process: loading is never urgent,
@@ -135,7 +135,7 @@ class BundlePreparer:
         self._process = self._connection = None
 
 
-class ModelLoader:
+class ModelLoader(ThreadLoop):
     """Background loading of bundle directories or bundle bytes into ``holder``.
 
     ``expected`` are the manifest fields a bundle must have (task, obs_dim, act_dim).
@@ -151,13 +151,12 @@ class ModelLoader:
 
     def __init__(self, holder: ModelHolder, expected: dict, on_swapped: Callable[[], None],
                  log: Callable[[str, str], None], fused_key: Callable[[], FusedKey | None] = lambda: None):
+        super().__init__("model-loader")
         self.holder, self.expected = holder, expected
         self._on_swapped, self._log, self._fused_key = on_swapped, log, fused_key
         self._preparer = BundlePreparer()
-        self._cond = threading.Condition()
         self._request: tuple[str, object, RuntimeConfig] | None = None  # the newest model to load
         self._rebuild: RuntimeConfig | None = None  # the runtime the active model is to be rebuilt with
-        self._stopping = False
         self.trusted_keys: dict[str, bytes] = {}
         self._active: tuple[str, RuntimeConfig] | None = None  # (origin, runtime) of the model swapped in last
         self.status = "no model"
@@ -165,8 +164,7 @@ class ModelLoader:
         self.rejections: Counter[str] = Counter()
         self.last_error: str | None = None  # why the newest bundle was rejected; None after a swap
         self.busy = False  # a bundle is being loaded now
-        self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
-        self._thread.start()
+        self.start()
 
     @property
     def pending(self) -> bool:
@@ -191,39 +189,42 @@ class ModelLoader:
                 self._request = (*self._request[:2], runtime)
             self._cond.notify()
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout_s)
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        stopped = super().stop(timeout_s)
         self._preparer.close()
+        return stopped
 
     def _submit(self, request) -> None:
         with self._cond:
             self._request = request
             self._cond.notify()
 
-    def _run(self) -> None:
+    def _on_start(self) -> None:
         lower_thread_priority(LOADER_NICE)
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._request is not None or self._rebuild is not None)
-                if self._stopping:
-                    return
-                if self._request is not None:
-                    request, self._request = self._request, None
-                else:
-                    request, self._rebuild = ("rebuild", None, self._rebuild), None
-                self.busy = True  # under the lock, so ``pending`` never reads a gap
-            try:
-                self._load(*request)
-            except Exception as error:  # noqa: BLE001 - e.g. an unreadable bundle path: the thread must live on
-                self.errors += 1
-                self.rejections[INVALID] += 1
-                self.last_error = f"loading failed: {error!r}"
-                self._log("error", self.last_error)
-            finally:
-                self.busy = False
+
+    def _has_work(self) -> bool:
+        return self._request is not None or self._rebuild is not None
+
+    def _take(self):
+        if self._request is not None:
+            request, self._request = self._request, None
+        else:
+            request, self._rebuild = ("rebuild", None, self._rebuild), None
+        self.busy = True  # under the lock, so ``pending`` never reads a gap
+        return request
+
+    def _work(self, request) -> None:
+        self._load(*request)
+
+    def _failed(self, error: Exception) -> None:
+        """E.g. an unreadable bundle path: counted and logged, the active model stays."""
+        self.errors += 1
+        self.rejections[INVALID] += 1
+        self.last_error = f"loading failed: {error!r}"
+        self._log("error", self.last_error)
+
+    def _turn_done(self) -> None:
+        self.busy = False
 
     def _load(self, kind: str, source, runtime: RuntimeConfig) -> None:
         if kind == "directory" and not (Path(source) / MANIFEST).is_file():

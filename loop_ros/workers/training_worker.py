@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +52,7 @@ from typing import Any, Callable
 from loop_ros.core.bundle import Bundle, bundle_to_bytes, read_bundle, write_bundle
 from loop_ros.core.config import TrainerConfig
 from loop_ros.core.transitions import Transition
+from loop_ros.workers.thread_loop import ThreadLoop
 
 CATCH_UP_UPDATES = 20  # owed SAC updates per turn, so a new transition never waits for long
 STOP_JOIN_S = 60.0
@@ -61,7 +61,7 @@ EXPORT_RETRY_S = 10.0
 """After a failed export (or publication) the next attempt waits this long."""
 
 
-class TrainingWorker:
+class TrainingWorker(ThreadLoop):
     """Learns in a thread from ``offer``-ed transitions; exports and publishes bundles.
 
     ``trainer`` is a ``LoopTrainer``; ``bundle_dir`` receives each exported bundle (the last
@@ -71,12 +71,11 @@ class TrainingWorker:
 
     def __init__(self, trainer, schedule: TrainerConfig, bundle_dir: Path, publish: Callable[[bytes, int], None],
                  log: Callable[[str, str], None], provenance: dict[str, Any], first_version: int = 1):
+        super().__init__("training", poll_s=1.0)  # a turn a second at least: the model's age
         self.trainer, self.schedule, self.bundle_dir = trainer, schedule, bundle_dir
         self._publish, self._log, self._provenance = publish, log, provenance
-        self._cond = threading.Condition()
         self._inbox: list[Transition] = []
         self._in_turn = 0  # transitions the current turn took from the inbox and has not stored yet
-        self._stopping = False
         self._stalled = False  # the owed updates cannot be made (replay smaller than a batch)
         self._publish_due = False
         self._since_publish = 0
@@ -91,7 +90,6 @@ class TrainingWorker:
         self._failed_export_at = -math.inf
         self._last_fit_end: float | None = None  # monotonic time when the last completed fit ended
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="training", daemon=True)
 
     # ------------------------------------------------------------ called from other threads
     def add_loaded(self, transition: Transition) -> None:
@@ -106,25 +104,13 @@ class TrainingWorker:
             self._note_transition()
             self._cond.notify()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        """Ask the thread to stop after its current step, without waiting (``stop`` waits)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-
     def stop(self, timeout_s: float = STOP_JOIN_S) -> bool:
         """Stop the thread and wait for it (module docstring: how long); False (logged) when it
         is still running after ``timeout_s``."""
-        self.request_stop()
-        if self._thread.ident is not None:
-            self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            self._log("error", f"the training thread did not stop within {timeout_s:.0f} s")
-            return False
-        return True
+        if super().stop(timeout_s):
+            return True
+        self._log("error", f"the training thread did not stop within {timeout_s:.0f} s")
+        return False
 
     def stats(self) -> dict[str, Any]:
         """Counters for the diagnostics and the summary."""
@@ -168,26 +154,23 @@ class TrainingWorker:
 
     # ------------------------------------------------------------ the training thread
     def _has_work(self) -> bool:
-        return self._stopping or bool(self._inbox) or (self.owed_updates() > 0 and not self._stalled)
+        return bool(self._inbox) or (self.owed_updates() > 0 and not self._stalled)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(self._has_work, timeout=1.0)  # a turn a second at least: the model's age
-                if self._stopping:
-                    return
-                batch, self._inbox = self._inbox, []
-                self._in_turn = len(batch)
-            try:
-                self._learn(batch)
-            except Exception as error:  # keep learning from the next transitions; the planner keeps its model
-                self.errors += 1
-                self._stalled = True  # owed updates wait for the next transition: a lasting error must not spin
-                self._log("error", f"training step failed ({self.errors} so far): {error!r}")
-            finally:
-                self._in_turn = 0
+    def _take(self) -> list[Transition]:
+        batch, self._inbox = self._inbox, []
+        self._in_turn = len(batch)
+        return batch
 
-    def _learn(self, batch: list[Transition]) -> None:
+    def _failed(self, error: Exception) -> None:
+        """Keep learning from the next transitions; the planner keeps its model."""
+        self.errors += 1
+        self._stalled = True  # owed updates wait for the next transition: a lasting error must not spin
+        self._log("error", f"training step failed ({self.errors} so far): {error!r}")
+
+    def _turn_done(self) -> None:
+        self._in_turn = 0
+
+    def _work(self, batch: list[Transition]) -> None:
         if len(batch) > self.schedule.max_backlog:
             self._store_owing_updates(batch)
         else:

@@ -1,8 +1,8 @@
-"""The planner node's control logic without ROS: the planning thread and the tick's choice.
+"""The planner node's planning thread, without ROS.
 
 DESIGN.md section 5: a timer publishes exactly one action per tick and never waits for
 the planner. ``PlanWorker`` plans in its own thread on the newest valid state (older
-ones are skipped) and leaves its result in ``latest_plan``; ``tick_source`` decides, from
+ones are skipped) and leaves its result in ``latest_plan``; ``tick_policy`` decides, from
 what is there at the tick, which action the tick publishes. Settings edits and model
 swaps reach the planner only between two plans, inside the worker thread.
 
@@ -21,19 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from loop_ros.core.arc import ArcPlanner
-
-# What a tick published, by reason (DESIGN.md section 5)
-PLAN = "plan"            # first action of a plan finished since the last tick
-HELD = "held"            # no new plan yet: the latest plan's action for this tick (its state is still fresh)
-ACTOR = "actor"          # deadline miss: the actor's action on the latest state
-STARTING = "starting"    # no plan made yet (first state, model just loaded): the actor's action, not a miss
-NO_MODEL = "no_model"    # no plan and no model to ask: safe action
-STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
-INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
-NO_STATE = "no_state"    # nothing received yet: safe action
-FAILED = "failed"        # lock-step only: the plan on this state failed: safe action
-TICK_SOURCES = (PLAN, HELD, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE, FAILED)
-
+from loop_ros.workers.thread_loop import ThreadLoop
 
 @dataclass(frozen=True)
 class StateSample:
@@ -57,25 +45,6 @@ class Plan:
     runnable_s: float | None = None  # time it was ready to run but waited for a core
 
 
-def tick_source(now: float, state: StateSample | None, state_invalid: bool, plan: Plan | None,
-                last_plan_seq: int, timeout_s: float, has_model: bool) -> str:
-    """Which action a tick at ``now`` publishes (one of ``TICK_SOURCES``)."""
-    if state_invalid:
-        return INVALID
-    if state is None:
-        return NO_STATE
-    if now - state.received > timeout_s:
-        return STALE
-    if plan is not None and now - plan.state.received <= timeout_s:
-        # DESIGN 5: an action from a plan started on a state no older than the timeout. A plan that
-        # finishes just after a tick (phase jitter between the sim's and the planner's clocks) is
-        # held one tick: the tick executes its shifted mean, as the warm start would.
-        return PLAN if plan.seq > last_plan_seq else HELD
-    if not has_model:
-        return NO_MODEL
-    return STARTING if plan is None else ACTOR
-
-
 def thread_times() -> tuple[float, float] | None:
     """(CPU time, time runnable but waiting for a core) of the calling thread so far, in
     seconds, from Linux's schedstat; None elsewhere. Tells a plan that computed for long from
@@ -92,11 +61,6 @@ def plan_time_breakdown(plan: Plan | None, prefix: str) -> dict[str, float | Non
     """``{prefix}latency_ms``, ``{prefix}cpu_ms``, ``{prefix}runnable_ms`` of ``plan``."""
     values = (None, None, None) if plan is None else (plan.latency_s, plan.cpu_s, plan.runnable_s)
     return {prefix + name: None if v is None else v * 1e3 for name, v in zip(("latency_ms", "cpu_ms", "runnable_ms"), values)}
-
-
-def held_action(plan: Plan, ticks_since_published: int) -> np.ndarray:
-    """The action of the held plan for this tick: its mean shifted by the ticks it has been in use."""
-    return plan.mean_actions[min(ticks_since_published, len(plan.mean_actions) - 1)]
 
 
 class PlanStats:
@@ -141,7 +105,7 @@ class PlanStats:
         return snap
 
 
-class PlanWorker:
+class PlanWorker(ThreadLoop):
     """Plans in a thread on the newest valid state with the settings and model in effect.
 
     ``configs`` is the ``{section: dataclass}`` mapping of the planner node (arc, safety,
@@ -154,15 +118,14 @@ class PlanWorker:
                  on_error: Callable[[str], None] = lambda message: None,
                  predict_interval_s: float = 0.1,
                  answer: Callable[[StateSample, Plan | None], None] | None = None):
+        super().__init__("plan-worker", poll_s=0.1)
         self.task, self.holder = task, holder
         self._make_planner, self._on_error, self._answer = make_planner, on_error, answer
         self._predict_interval_s = predict_interval_s
-        self._cond = threading.Condition()
         self._state: StateSample | None = None
         self._planned_seq = -1
         self._pending_configs: dict | None = configs
         self._reset_requested = False
-        self._stopping = False
         self._model = None
         self._rng = np.random.default_rng(configs["task"].seed)
         self._last_predict = -np.inf
@@ -174,18 +137,8 @@ class PlanWorker:
         self.applied_action: np.ndarray | None = None  # the last action the node published (A,)
         self.planning_since: float | None = None  # time.monotonic() when the plan in progress began
         self.stats = PlanStats()
-        self._thread = threading.Thread(target=self._run, name="plan-worker", daemon=True)
 
     # ------------------------------------------------------------ called from other threads
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout_s)
-
     def offer_state(self, sample: StateSample) -> None:
         with self._cond:
             self._state = sample
@@ -202,37 +155,35 @@ class PlanWorker:
             self._reset_requested = True
             self._cond.notify()
 
-    def wake(self) -> None:
-        """Look at ``holder.current`` now (a model was swapped in)."""
-        with self._cond:
-            self._cond.notify()
-
     # ------------------------------------------------------------ the worker thread
     def _has_work(self) -> bool:
+        # A swapped model (``wake``) counts as work too: the planner is rebuilt on it.
         new_state = self._state is not None and self._state.seq > self._planned_seq
-        return (self._stopping or new_state or self._pending_configs is not None
-                or self._reset_requested or self.holder.current is not self._model)
+        return (new_state or self._pending_configs is not None or self._reset_requested
+                or self.holder.current is not self._model)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(self._has_work, timeout=0.1)
-                if self._stopping:
-                    return
-                sample = self._state if self._state is not None and self._state.seq > self._planned_seq else None
-                configs, self._pending_configs = self._pending_configs, None
-                reset, self._reset_requested = self._reset_requested, False
-            plan = None
-            try:
-                self._update_planner(configs, reset)
-                if sample is not None:
-                    self._planned_seq = sample.seq
-                    plan = self._plan(sample)
-            except Exception as error:  # a failing plan must not kill the thread: ticks fall back
-                self.stats.count("plan_errors")
-                self._on_error(f"planning failed: {error!r}")
-            if sample is not None and self._answer is not None:
-                self._answer(sample, plan)
+    def _take(self):
+        sample = self._state if self._state is not None and self._state.seq > self._planned_seq else None
+        configs, self._pending_configs = self._pending_configs, None
+        reset, self._reset_requested = self._reset_requested, False
+        return sample, configs, reset
+
+    def _work(self, work) -> None:
+        sample, configs, reset = work
+        plan = None
+        try:
+            self._update_planner(configs, reset)
+            if sample is not None:
+                self._planned_seq = sample.seq
+                plan = self._plan(sample)
+        except Exception as error:  # noqa: BLE001 - a failing plan must not kill the thread: ticks fall back
+            self._failed(error)
+        if sample is not None and self._answer is not None:
+            self._answer(sample, plan)
+
+    def _failed(self, error: Exception) -> None:
+        self.stats.count("plan_errors")
+        self._on_error(f"planning failed: {error!r}")
 
     def _update_planner(self, configs: dict | None, reset: bool) -> None:
         model = self.holder.current
