@@ -1,5 +1,6 @@
-"""What the commands (``up``, ``train``, ``eval``, ``bench``) share: finding data files and a task's
-params file, and turning flat parameters into config sections. No command imports another.
+"""What the commands (``up``, ``train``, ``eval``, ``bench``) share: finding data files, a task's
+params file and bundle, and its parameters with ``--set`` overrides (``core.params_file`` turns
+them into config sections). No command imports another.
 
 Standard library at the top: ``loop-ros up`` stays light (the nodes do the heavy imports).
 """
@@ -51,7 +52,8 @@ def load_params(task, params_file: str | None = None, overrides: Iterable[str] =
     ``section.field=value`` (value parsed as YAML); ``task.name`` is always the task's."""
     import yaml
 
-    from loop_ros.core.config import ConfigError, load_params_file
+    from loop_ros.core.config import ConfigError
+    from loop_ros.core.params_file import load_params_file
 
     path = params_file_of(task, params_file)
     if path is not None and not path.is_file():
@@ -64,18 +66,6 @@ def load_params(task, params_file: str | None = None, overrides: Iterable[str] =
         params[key.strip()] = yaml.safe_load(value)
     params["task.name"] = task.name
     return params
-
-
-def section_configs(params: dict[str, Any], sections: Iterable[str]) -> dict[str, Any]:
-    """The config dataclass of each section from flat parameters (other sections ignored)."""
-    from loop_ros.core.config import build_section
-
-    values: dict[str, dict[str, Any]] = {section: {} for section in sections}
-    for key, value in params.items():
-        section, _, name = key.partition(".")
-        if section in values:
-            values[section][name] = value
-    return {section: build_section(section, fields) for section, fields in values.items()}
 
 
 def bundle_path(task, params: dict[str, Any]) -> Path | None:

@@ -72,7 +72,7 @@ def key_overrides(params: Path | None, keys_dir: Path | None = None) -> dict[str
     absent, ``core.signing.ensure_key_pair``), unless the params file sets ``security.signing_key``
     (trainer) or ``security.trusted_keys`` (planner). Values are written as YAML strings, so any
     path passes ``-p`` intact."""
-    from loop_ros.core.config import load_params_file
+    from loop_ros.core.params_file import load_params_file
     from loop_ros.core.signing import ensure_key_pair
 
     overrides: dict[str, tuple[str, ...]] = {}

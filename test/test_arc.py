@@ -10,7 +10,8 @@ import math
 from loop_ros.core.arc import (ArcPlanner, draw_plan_noise, fused_graph_key, shifted_warm_start, standard_normal,
                                terminal_kind)
 from loop_ros.core.arc_reference import arc_reference
-from loop_ros.core.config import ArcConfig, ConfigError, SafetyConfig, TerminalValue, from_params
+from loop_ros.core.config import ArcConfig, ConfigError, SafetyConfig, TerminalValue
+from loop_ros.core.params_file import from_params
 from loop_ros.core.planning_model import FusedRolloutModel, PlanningModel
 from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask, point_mass_step

@@ -17,8 +17,8 @@ import yaml
 import loop_ros.core
 from loop_ros.core.config import (MAX_ENSEMBLE_SIZE, MAX_HORIZON, MAX_ITERATIONS, MAX_PARTICLES,
                                   MAX_PLAN_ROLLOUT_STEPS, MAX_POPULATION, SECTIONS, ArcConfig, ConfigError,
-                                  EnsembleConfig, SafetyConfig, SimConfig, TaskConfig, field_docs, flatten,
-                                  from_params, load_params_file)
+                                  EnsembleConfig, SafetyConfig, SimConfig, TaskConfig)
+from loop_ros.core.params_file import field_docs, flatten, from_params, load_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_FILES = sorted((REPO / "config").glob("*.yaml"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ros_helpers import BUNDLE_VERSION, Probe, domain_id, export_test_bundle, params_file, ros_environment
 
-from loop_ros.core.config import load_params_file
+from loop_ros.core.params_file import load_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_S = 22.0

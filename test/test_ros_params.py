@@ -9,7 +9,8 @@ from ros_helpers import ROS_ENV, domain_id
 rclpy = pytest.importorskip("rclpy")
 from rclpy.parameter import Parameter  # noqa: E402
 
-from loop_ros.core.config import SECTIONS, ConfigError, field_docs  # noqa: E402
+from loop_ros.core.config import SECTIONS, ConfigError  # noqa: E402
+from loop_ros.core.params_file import field_docs  # noqa: E402
 from loop_ros.nodes.params import ParameterBinding, edited_configs, parameter_type  # noqa: E402
 
 PLANNER_SECTIONS = ("arc", "safety", "runtime", "task")

@@ -19,7 +19,7 @@ def bench_loop(task, duration: float, fresh: bool = False, params: str | None = 
     """``loop-ros up`` with the trainer for ``duration`` s, its replay in a temporary data_dir (so
     every run starts alike and the user's replay is untouched), reduced to the real-time figures:
     achieved rate, tick jitter (|period - 1/rate|), deadline misses, and the trainer's load."""
-    from loop_ros.core.config import load_params_file, section_fields
+    from loop_ros.core.params_file import load_params_file, section_fields
 
     params_file = params_file_of(task, params)
     with tempfile.TemporaryDirectory(prefix="loop-ros-bench-loop-") as data_dir:

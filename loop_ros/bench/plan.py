@@ -35,19 +35,19 @@ BACKENDS = ("ort-cpu", "ort-cuda", "torch")
 
 def preset_settings(name: str, threads: int | None = None) -> dict:
     """The preset's task, dims and config dataclasses (``arc``, ``safety``, ``ensemble``, ``sac``, ``runtime``)."""
-    from loop_ros.core import config
+    from loop_ros.core import params_file
     from loop_ros.core.tasks import make_task
 
     preset = PRESETS[name]
     task = make_task(preset["task"])
-    params = config.load_params_file(str(params_file_of(task))) if preset["own_params"] else {}
+    params = params_file.load_params_file(str(params_file_of(task))) if preset["own_params"] else {}
     sections = {s: {k.partition(".")[2]: v for k, v in params.items() if k.startswith(s + ".")}
                 for s in ("arc", "safety", "ensemble", "sac", "runtime")}
     for section in ("arc", "safety", "ensemble", "sac"):
         sections[section].update(preset.get(section, {}))
     if threads:
         sections["runtime"]["intra_op_threads"] = threads
-    cfgs = {s: config.build_section(s, values) for s, values in sections.items()}
+    cfgs = {s: params_file.build_section(s, values) for s, values in sections.items()}
     return dict(task=task, **cfgs)
 
 

@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from loop_ros.settings import TASK_HELP, bundle_path, load_params, positive_int, section_configs, task_argument
+from loop_ros.core.params_file import section_configs
+from loop_ros.settings import TASK_HELP, bundle_path, load_params, positive_int, task_argument
 
 EVAL_SECTIONS = ("arc", "safety", "runtime")
 EVAL_CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi")

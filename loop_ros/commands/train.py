@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from loop_ros.settings import TASK_HELP, load_params, positive_int, section_configs, task_argument
+from loop_ros.core.params_file import section_configs
+from loop_ros.settings import TASK_HELP, load_params, positive_int, task_argument
 
 TRAINER_FLAGS = (
     ("--seed-steps", int, "seed_steps"), ("--updates-per-step", int, "updates_per_step"),

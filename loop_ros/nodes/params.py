@@ -18,7 +18,8 @@ from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from loop_ros.core.config import SECTIONS, ConfigError, field_docs, from_params
+from loop_ros.core.config import SECTIONS, ConfigError
+from loop_ros.core.params_file import field_docs, from_params
 
 Configs = dict[str, Any]  # section name -> frozen dataclass
 

@@ -1,0 +1,112 @@
+"""Settings from ROS 2 params files and flat ``section.field`` parameters, and back: the params
+side of ``core/config.py`` (whose dataclasses hold every setting and its checks).
+
+A params file has ``<node>: ros__parameters: <section>: <field>: value`` blocks; flat parameters are
+``{'arc.horizon': 3, ...}``; configs are ``{'arc': ArcConfig(...), ...}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping
+
+from loop_ros.core.config import SECTIONS, ConfigError
+
+
+def field_docs(section: str) -> dict[str, str]:
+    """Field name -> its docstring (the string literal under the field) for one section."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(SECTIONS[section]))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def markdown_parameter_table() -> str:
+    """README's parameter table: one row per field of every section."""
+    import typing
+
+    rows = ["| parameter | type | default | description |", "| --- | --- | --- | --- |"]
+    for section, cls in SECTIONS.items():
+        docs, hints = field_docs(section), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            kind = f"{typing.get_args(hint)[0].__name__}[]" if typing.get_origin(hint) is tuple else hint.__name__
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            doc = docs.get(f.name, "").replace("|", "\\|")
+            rows.append(f"| `{section}.{f.name}` | {kind} | `{default}` | {doc} |")
+    return "\n".join(rows)
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+
+
+def build_section(section: str, values: Mapping[str, Any]) -> Any:
+    """Dataclass of one section from a flat ``{field: value}`` mapping (unknown keys refused)."""
+    known = section_fields(section)
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown {section} settings: {sorted(unknown)}")
+    return SECTIONS[section](**values)
+
+
+def flatten(configs: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'arc': ArcConfig(...)}`` -> ``{'arc.horizon': 3, ...}`` (tuples as lists)."""
+    flat = {}
+    for section, cfg in configs.items():
+        for name, value in dataclasses.asdict(cfg).items():
+            flat[f"{section}.{name}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'arc.horizon': 3, ...}`` (any subset of sections) -> ``{'arc': ArcConfig, ...}``."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or not name:
+            raise ConfigError(f"unknown setting '{key}'")
+        grouped.setdefault(section, {})[name] = value
+    return {section: build_section(section, values) for section, values in grouped.items()}
+
+
+def load_params_file(path: str, node: str = "/**") -> dict[str, Any]:
+    """Flat parameters of one node from a ROS 2 params YAML (``node: ros__parameters: ...``).
+
+    Merges the ``/**`` block with the node's own block, the node's own winning.
+    """
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    flat: dict[str, Any] = {}
+    for key in ("/**", node):
+        block = (doc.get(key) or {}).get("ros__parameters", {})
+        flat.update(_flatten_nested(block))
+    return flat
+
+
+def _flatten_nested(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in block.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten_nested(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def section_configs(params: Mapping[str, Any], sections: Iterable[str]) -> dict[str, Any]:
+    """The config dataclass of each of ``sections`` from flat parameters (other sections ignored)."""
+    values: dict[str, dict[str, Any]] = {section: {} for section in sections}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        if section in values:
+            values[section][name] = value
+    return {section: build_section(section, fields) for section, fields in values.items()}
