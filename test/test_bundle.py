@@ -15,9 +15,9 @@ from loop_ros.core.bundle import (
     bundle_from_bytes,
     bundle_to_bytes,
     read_bundle,
-    verify_bundle,
     write_bundle,
 )
+from loop_ros.core.bundle_verify import verify_bundle
 
 
 def with_file(bundle: Bundle, name: str, data: bytes, fix_hash: bool) -> Bundle:

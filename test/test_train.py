@@ -12,7 +12,8 @@ import torch
 
 from loop_ros import cli
 from loop_ros.commands import train
-from loop_ros.core.bundle import read_bundle, verify_bundle
+from loop_ros.core.bundle import read_bundle
+from loop_ros.core.bundle_verify import verify_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
 from loop_ros.core.arc import ArcPlanner
 from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask

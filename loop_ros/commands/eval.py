@@ -39,7 +39,8 @@ def evaluate_bundle(task, controller: str, bundle_dir: str, episodes: int, seed:
     """Verify ``bundle_dir`` against ``task`` (a ``core.tasks.Task``) and evaluate it on ONNX Runtime in
     the task's simulator; statistics plus settings echo."""
     from loop_ros.core.arc import ArcPlanner
-    from loop_ros.core.bundle import read_bundle, verify_bundle
+    from loop_ros.core.bundle import read_bundle
+    from loop_ros.core.bundle_verify import verify_bundle
     from loop_ros.core.episodes import evaluate_planner
     from loop_ros.core.runtime import OrtPlanningModel
 

@@ -24,7 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
 
-from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_bytes, bundle_from_files, read_bundle, verify_bundle
+from loop_ros.core.bundle import MANIFEST, BundleError, bundle_from_bytes, bundle_from_files, read_bundle
+from loop_ros.core.bundle_verify import verify_bundle
 from loop_ros.core.config import RuntimeConfig, TerminalValue
 from loop_ros.core.runtime import ModelHolder, OrtPlanningModel, fused_graphs
 from loop_ros.core.signing import BundleRefused, load_trusted_keys, public_key_bytes, verify_bundle_trust
