@@ -151,7 +151,7 @@ def test_env_api_types_and_shapes():
 
 
 def test_env_truncates_at_episode_steps():
-    env = GymEnv("HalfCheetah-v5", episode_steps=5, seed=0)
+    env = GymEnv(GymMujocoTask("HalfCheetah-v5"), episode_steps=5, seed=0)
     assert [env.step(np.zeros(6))[4] for _ in range(5)] == [False] * 4 + [True]
     env.reset()
     env.episode_steps = 2  # an edit takes effect in the running episode
@@ -171,14 +171,14 @@ def applied_actions(env: GymEnv) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("bad_action", [np.array([np.nan, 0.0, 0.0, 0.0, 0.0, 0.0]), np.zeros(4), "go", None])
 def test_bad_action_becomes_the_safe_action(bad_action):
-    env = GymEnv("HalfCheetah-v5", seed=3)
+    env = GymEnv(GymMujocoTask("HalfCheetah-v5"), seed=3)
     applied = applied_actions(env)
     env.step(bad_action)  # does not raise
     np.testing.assert_array_equal(applied, [env.task.safe_action()])
 
 
 def test_actions_are_clipped():
-    env = GymEnv("InvertedPendulum-v5", seed=0)
+    env = GymEnv(GymMujocoTask("InvertedPendulum-v5"), seed=0)
     applied = applied_actions(env)
     env.step([50.0])
     env.step(np.array([[-0.5]]))
@@ -192,7 +192,7 @@ def test_env_is_deterministic_for_a_seed():
     def run(env):
         return np.array([env.step(a)[0] for a in actions])
 
-    first, second = GymEnv("Ant-v5", seed=5), GymEnv("Ant-v5", seed=5)
+    first, second = GymEnv(GymMujocoTask("Ant-v5"), seed=5), GymEnv(GymMujocoTask("Ant-v5"), seed=5)
     start = first._obs.copy()
     np.testing.assert_array_equal(run(first), run(second))
     np.testing.assert_array_equal(first.reset(seed=5), start)  # reset(seed) re-seeds

@@ -24,7 +24,7 @@ TARGET_SPEED = 2.0
 
 @pytest.fixture
 def env():
-    return RcCarEnv(target_speed=TARGET_SPEED, seed=0)
+    return RcCarEnv(RcCarTask(target_speed=TARGET_SPEED), seed=0)
 
 
 def start_at_rest(env: RcCarEnv) -> None:
@@ -167,16 +167,16 @@ def test_env_is_deterministic_for_a_seed():
     actions = np.random.default_rng(1).uniform(-1, 1, (100, 2))
     runs = []
     for _ in range(2):
-        env = RcCarEnv(seed=7)
+        env = RcCarEnv(RcCarTask(), seed=7)
         runs.append(np.array([env.step(a)[0] for a in actions]))
     np.testing.assert_array_equal(runs[0], runs[1])
-    assert not np.allclose(RcCarEnv(seed=7).reset(), RcCarEnv(seed=8).reset())
-    env = RcCarEnv()
+    assert not np.allclose(RcCarEnv(RcCarTask(), seed=7).reset(), RcCarEnv(RcCarTask(), seed=8).reset())
+    env = RcCarEnv(RcCarTask())
     np.testing.assert_array_equal(env.reset(seed=5), env.reset(seed=5))
 
 
 def test_env_reset_starts_near_the_circle_heading_counter_clockwise():
-    env = RcCarEnv(seed=0)
+    env = RcCarEnv(RcCarTask(), seed=0)
     for seed in range(20):
         obs = env.reset(seed=seed)
         assert abs(np.hypot(obs[0], obs[1]) - 1.0) <= 0.1 + 1e-9
@@ -186,12 +186,12 @@ def test_env_reset_starts_near_the_circle_heading_counter_clockwise():
 
 def test_env_clips_actions_and_treats_non_finite_ones_as_the_safe_action():
     for given, meant in (([np.nan, 0.4], [0.0, 0.0]), ([3.0, -9.0], [1.0, -1.0]), ([np.inf, 1.0], [0.0, 0.0])):
-        first, second = RcCarEnv(seed=2), RcCarEnv(seed=2)
+        first, second = RcCarEnv(RcCarTask(), seed=2), RcCarEnv(RcCarTask(), seed=2)
         np.testing.assert_array_equal(first.step(given)[0], second.step(meant)[0])
 
 
 def test_env_truncates_after_episode_steps_and_terminates_on_leaving_the_arena_or_rolling_over():
-    env = RcCarEnv(episode_steps=3, seed=0)
+    env = RcCarEnv(RcCarTask(), episode_steps=3, seed=0)
     flags = [env.step([0.2, 0.0])[3:5] for _ in range(3)]
     assert flags == [(False, False), (False, False), (False, True)]
 

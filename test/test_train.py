@@ -32,7 +32,7 @@ TOY = ["--task", "point_mass", "--seed-steps", "200", "--eval-episodes", "2", "-
 def scripted_return(episodes: int = 2) -> float:
     """Mean return of a saturated PD controller (kp=10, kd=5) over the evaluation starts
     (``env.reset(seed=i)``): near the best possible (~-9.2; a random policy gets ~-35)."""
-    env, total = PointMassEnv(), 0.0
+    env, total = PointMassEnv(PointMassTask()), 0.0
     for i in range(episodes):
         state = env.reset(seed=i)
         for _ in range(env.episode_steps):

@@ -12,7 +12,6 @@ import gymnasium
 import numpy as np
 
 from loop_ros.core.config import SafetyConfig
-from loop_ros.core.tasks.gym_mujoco import GymMujocoTask
 
 DEFAULT_EPISODE_STEPS = 1000
 """Episode length of an env registered without ``max_episode_steps``."""
@@ -21,9 +20,9 @@ DEFAULT_EPISODE_STEPS = 1000
 class GymEnv:
     """``task.env_id`` made with ``task.env_kwargs``; actions clipped to the task's bounds."""
 
-    def __init__(self, task: GymMujocoTask | str, safety: SafetyConfig | None = None,
-                 episode_steps: int | None = None, seed: int | None = None):
-        self.task = GymMujocoTask(task) if isinstance(task, str) else task
+    def __init__(self, task, safety: SafetyConfig | None = None, episode_steps: int | None = None,
+                 seed: int | None = None):
+        self.task = task  # a GymMujocoTask (its env_id and env_kwargs)
         self.safety = safety or SafetyConfig()
         made = gymnasium.make(self.task.env_id, disable_env_checker=True, **self.task.env_kwargs)
         registered_steps = made.spec.max_episode_steps if made.spec is not None else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from loop_ros.core.config import SafetyConfig
-from loop_ros.core.tasks.point_mass import DT, PointMassTask, point_mass_step
 
 START_JITTER = 0.1
 """Start position uniform in [-0.1, 0.1]^2 (m), velocity 0."""
@@ -18,11 +17,11 @@ START_JITTER = 0.1
 class PointMassEnv:
     """Acceleration in [-1, 1]^2 -> state (x, y, vx, vy); reward and cost from ``PointMassTask``."""
 
-    def __init__(self, episode_steps: int = 50, seed: int | None = None, safety: SafetyConfig | None = None):
-        self.task = PointMassTask()
+    def __init__(self, task, episode_steps: int = 50, seed: int | None = None, safety: SafetyConfig | None = None):
+        self.task = task  # a PointMassTask: its exact dynamics, reward and step
         self.safety = safety or SafetyConfig()
         self.episode_steps = int(episode_steps)
-        self.control_dt = DT
+        self.control_dt = task.dt
         self._rng = np.random.default_rng(seed)
         self._steps = 0
         self._obs = self.reset()
@@ -38,7 +37,7 @@ class PointMassEnv:
 
     def step(self, action) -> tuple[np.ndarray, float, float, bool, bool, dict]:
         action = np.clip(np.asarray(action, dtype=float).reshape(2), self.task.action_low, self.task.action_high)
-        obs = point_mass_step(self._obs, action)
+        obs = self.task.exact_step(self._obs, action)
         reward = float(self.task.reward(self._obs, action, obs))
         cost = float(self.task.cost(obs, self.safety))
         self._obs = obs

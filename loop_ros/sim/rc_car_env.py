@@ -15,7 +15,6 @@ import mujoco
 import numpy as np
 
 from loop_ros.core.config import SafetyConfig
-from loop_ros.core.tasks.rc_car import RcCarTask, obs_from_pose
 
 MODEL_PATH = Path(__file__).with_name("rc_car.xml")
 ARENA_RADIUS = 3.0
@@ -32,9 +31,9 @@ START_SPEED_FRACTION = (0.0, 1.0)
 class RcCarEnv:
     """Throttle/steer in [-1, 1]^2 -> 6-D ``RcCarTask`` observation, at ``1 / control_dt`` Hz."""
 
-    def __init__(self, target_speed: float = 2.0, episode_steps: int = 500, control_dt: float = 0.02,
-                 seed: int | None = None, safety: SafetyConfig | None = None):
-        self.task = RcCarTask(target_speed=target_speed)
+    def __init__(self, task, episode_steps: int = 500, control_dt: float = 0.02, seed: int | None = None,
+                 safety: SafetyConfig | None = None):
+        self.task = task  # an RcCarTask: its target speed and circle, reward and observation
         self.safety = safety or SafetyConfig()
         self.episode_steps = int(episode_steps)
         self.model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
@@ -110,7 +109,7 @@ class RcCarEnv:
 
     def observation(self) -> np.ndarray:
         """The task observation ``(6,)`` of the current state (see ``rc_car.OBS_NAMES``)."""
-        return obs_from_pose(*self.pose())
+        return self.task.obs_from_pose(*self.pose())
 
     def upright(self) -> float:
         """z-component of the body's up-axis: 1 flat, 0 on its side."""

@@ -33,14 +33,20 @@ class PointMassTask(Task):
         dist = np.linalg.norm(next_state[..., :2] - self.goal, axis=-1)
         return (-dist - 0.01 * np.sum(action**2, axis=-1)).astype(np.float32)
 
+    dt = DT
+
     def position(self, state):
         return state[..., :2]
+
+    def exact_step(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The true dynamics (the env's, and the test models')."""
+        return point_mass_step(state, action)
 
     def make_env(self, safety, episode_steps=None, seed=None, control_dt=None):
         """``sim/point_mass_env.py`` (its step is the fixed ``DT``; ``control_dt`` is not used)."""
         from loop_ros.sim.point_mass_env import PointMassEnv
 
-        return PointMassEnv(seed=seed, safety=safety, **({"episode_steps": episode_steps} if episode_steps else {}))
+        return PointMassEnv(self, seed=seed, safety=safety, **({"episode_steps": episode_steps} if episode_steps else {}))
 
 
 class PointMassModel:

@@ -109,7 +109,7 @@ class RcCarTask(Task):
         from loop_ros.sim.rc_car_env import RcCarEnv
 
         optional = {"episode_steps": episode_steps, "control_dt": control_dt}
-        return RcCarEnv(target_speed=self.target_speed, seed=seed, safety=safety,
+        return RcCarEnv(self, seed=seed, safety=safety,
                         **{key: value for key, value in optional.items() if value})
 
     def view_circles(self) -> list[tuple[float, float, float]]:
