@@ -191,7 +191,8 @@ class SimNode(GuardedNode):
     def _publish_state(self, message, now: float) -> None:
         self.state_pub.publish(message)
         self._last_state, self._last_state_sent = message, now
-        self._awaited_key = state_key(message, self.task)
+        if self.lockstep:
+            self._awaited_key = state_key(message, self.task)
 
     def _stamp(self):
         """Wall-clock time, or in lock-step the simulated time (steps x the env's control step)."""

@@ -1,0 +1,41 @@
+"""What the commands share (``loop_ros.settings``): the one answer to "which params file", a task's
+bundle, and parameters with ``--set`` overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loop_ros.core.config import ConfigError
+from loop_ros.core.tasks import make_task, task_file_name
+from loop_ros.settings import bundle_path, load_params, params_file_of
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_params_file_is_the_given_one_else_the_tasks_own_else_none():
+    assert params_file_of(make_task("rc_car")) == REPO / "config" / "rc_car.yaml"
+    assert params_file_of(make_task("gym:Hopper-v5")) == REPO / "config" / "gym_mujoco.yaml"
+    assert params_file_of(make_task("rc_car"), "/x/p.yaml") == Path("/x/p.yaml")
+    assert params_file_of(make_task("point_mass")) is None  # every setting at its default
+
+
+def test_parameters_carry_the_tasks_name_and_the_overrides():
+    params = load_params(make_task("gym:Walker2d-v5"), overrides=["arc.horizon=5", "ensemble.hidden=[8, 8]"])
+    assert params["task.name"] == "gym:Walker2d-v5"  # the shared gym file names Hopper
+    assert params["arc.horizon"] == 5 and params["ensemble.hidden"] == [8, 8]
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_params(make_task("rc_car"), overrides=["horizon=5"])
+    with pytest.raises(ConfigError, match="no params file"):
+        load_params(make_task("rc_car"), "/no/such/params.yaml")
+
+
+def test_the_bundle_is_the_params_one_else_the_tasks_default_else_none():
+    assert bundle_path(make_task("rc_car"), {}) == REPO / "models" / "rc_car"
+    assert bundle_path(make_task("rc_car"), {"task.bundle": "/b"}) == Path("/b")
+    assert bundle_path(make_task("gym:Hopper-v5"), {"task.bundle": ""}) is None  # none ships
+
+
+def test_task_names_become_file_name_parts():
+    assert task_file_name("gym:Hopper-v5") == "gym_Hopper-v5"
+    assert task_file_name("my_pkg.tasks:Arm") == "my_pkg.tasks_Arm"
