@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from ros_helpers import domain_id, export_test_bundle, params_file, ros_environment
 
-from loop_ros.nodes.planner import tick_jitter
+from loop_ros.workers.tick_policy import tick_jitter
 
 RUN_S = 14.0
 RATE_HZ = 50.0
