@@ -59,8 +59,8 @@ def test_train_and_eval_run_the_users_task(installed, tmp_path):
 def test_the_ros_loop_runs_the_users_task_and_swaps_learned_models_in(installed, tmp_path):
     domain = domain_id(41)
     summary_path = tmp_path / "summary.json"
-    result = _loop_ros(installed, "up", "reacher", "--fresh", "--duration", "20", "--domain-id", str(domain),
-                       "--json", str(summary_path), domain=domain, timeout=120)
+    result = _loop_ros(installed, "up", "reacher", "--fresh", "--duration", "30", "--domain-id", str(domain),
+                       "--json", str(summary_path), domain=domain, timeout=150)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     shutil.rmtree(summary["fresh_data_dir"], ignore_errors=True)

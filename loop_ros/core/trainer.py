@@ -6,7 +6,7 @@ Alg. 1 line -> call here:
     l.6  SAC on the replay buffer   ``update()``
     l.7  fit the model every K_m    ``refit_model_if_due()`` (plus a first fit after the seeding phase)
 and ``export(dir, version, provenance)`` writes a model bundle. Acting is separate from
-learning, so the one-process loop (``loop_ros.train``) and the ROS trainer node (which
+learning, so the one-process loop (``loop-ros train``) and the ROS trainer node (which
 only receives transitions) drive the same class.
 
 Algorithms (``ALGOS``): ``loop`` ARC (safeARC when ``safety.enabled``, as for the 'arc' controller:
