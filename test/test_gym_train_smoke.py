@@ -15,7 +15,7 @@ import pytest
 
 from loop_ros import cli
 from loop_ros.core.tasks.gym_mujoco import KNOWN_ENVS
-from loop_ros.core.trainer import ALGOS
+from loop_ros.core.config import ALGOS
 
 SMOKE_ENV = "Hopper-v5"
 STEPS, SEED_STEPS = 100, 50

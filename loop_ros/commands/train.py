@@ -50,7 +50,7 @@ CSV_COLUMNS = (
 
 
 def add_arguments(parser) -> None:
-    from loop_ros.core.trainer import ALGOS
+    from loop_ros.core.config import ALGOS
 
     parser.add_argument("--task", default="rc_car", type=task_argument, help=TASK_HELP)
     parser.add_argument("--algo", default="safe-loop", choices=sorted(ALGOS))

@@ -38,6 +38,8 @@ TERMINAL_CONVENTIONS = (TerminalValue.DISCOUNTED, TerminalValue.AUTHORS)
 WEIGHTINGS = ("softmax", "elite")
 INFEASIBLE_FALLBACKS = ("min_cost", "brake")
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
+ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem"}
+"""Training algorithm -> the planner controller it acts with (one of ``CONTROLLERS``)."""
 
 # Bounded work of one plan (a parameter edit must not be able to exhaust memory or stall the host).
 # The largest array of a plan is its noise (arc.draw_plan_noise): I*H*K*P*N*S float32, i.e.

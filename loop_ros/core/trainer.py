@@ -38,15 +38,12 @@ import torch
 
 from loop_ros.core.arc import ArcPlanner, PlanResult
 from loop_ros.core.bundle import export_bundle
-from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig, controller_safety
+from loop_ros.core.config import (ALGOS, ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig,
+                                  controller_safety)
 from loop_ros.core.ensemble import DynamicsEnsemble
 from loop_ros.core.sac import Sac, TransitionBuffer
 from loop_ros.core.tasks.base import Task
 from loop_ros.core.torch_model import TorchPlanningModel
-
-ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem"}
-"""Training algorithm -> the planner controller it acts with (``config.CONTROLLERS``)."""
-
 
 def set_torch_threads(threads: int) -> None:
     """Limit torch's intra-op threads (the machine is shared with the sim and the planner)."""
