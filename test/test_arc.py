@@ -45,18 +45,24 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_batched_planner_equals_literal_reference(name):
-    arc, safety = VARIANTS[name]
-    task, model = make_task("point_mass"), ActionValueModel(noise_std=0.05)
+def plan_and_reference(task, arc, safety):
+    """One batched plan and the literal reference's, from one state, warm start and noise:
+    (plan result, reference's (mean, candidates, weights, n_feasible), (model, state, previous, noise))."""
+    model = ActionValueModel(noise_std=0.05)
     state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
     previous = np.random.default_rng(1).uniform(-1, 1, (arc.horizon, 2)).astype(np.float32)
     noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
-
     planner = ArcPlanner(model, task, arc, safety)
     planner.mean = previous.copy()
     result = planner.plan(state, rng=None, noise=noise)
-    ref_mean, _, ref_weights, ref_feasible = arc_reference(model, task, arc, safety, state, previous, noise)
+    reference = arc_reference(model, task, arc, safety, state, previous, noise)
+    return result, reference, (model, state, previous, noise)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_batched_planner_equals_literal_reference(name):
+    arc, safety = VARIANTS[name]
+    result, (ref_mean, _, ref_weights, ref_feasible), _ = plan_and_reference(make_task("point_mass"), arc, safety)
 
     np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
     np.testing.assert_allclose(result.action, ref_mean[0], atol=1e-5)
@@ -93,18 +99,12 @@ def test_batched_planner_equals_literal_reference_through_falls(terminal, reward
     """From x = 0.5 with model noise 0.05, a part of the rollouts passes x = 0.55 at each step: the
     mask cuts their returns at different steps (and so tells alive_H from alive_{H-1})."""
     arc, safety = _arc_with(terminal), SafetyConfig(enabled=True, keep_in_radius=0.6)
-    task, model = FallingPointMass(0.55, reward_from_model), ActionValueModel(noise_std=0.05)
-    state = np.array([0.5, 0.1, 0.1, -0.05], np.float32)
-    previous = np.random.default_rng(1).uniform(-1, 1, (arc.horizon, 2)).astype(np.float32)
-    noise = draw_plan_noise(np.random.default_rng(7), arc, model.ensemble_size, 4, 2)
-
-    planner = ArcPlanner(model, task, arc, safety)
-    planner.mean = previous.copy()
-    result = planner.plan(state, rng=None, noise=noise)
-    ref_mean, _, _, ref_feasible = arc_reference(model, task, arc, safety, state, previous, noise)
+    result, (ref_mean, _, _, ref_feasible), inputs = plan_and_reference(FallingPointMass(0.55, reward_from_model),
+                                                                        arc, safety)
     np.testing.assert_allclose(result.mean_actions, ref_mean, atol=1e-5)
     assert result.metrics["n_feasible"] == ref_feasible
     # the falls matter: planning as if nothing fell gives another plan
+    model, state, previous, noise = inputs
     never_falls = FallingPointMass(np.inf, reward_from_model)
     standing, *_ = arc_reference(model, never_falls, arc, safety, state, previous, noise)
     assert np.abs(standing - ref_mean).max() > 1e-3
