@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "up": "loop_ros.commands.up",
     "train": "loop_ros.commands.train",
     "eval": "loop_ros.commands.eval",
+    "offline": "loop_ros.commands.offline",
+    "dataset": "loop_ros.commands.dataset",
 }
 
 

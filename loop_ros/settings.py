@@ -74,6 +74,25 @@ def bundle_path(task, params: dict[str, Any]) -> Path | None:
     return data_path(bundle) if bundle else None
 
 
+def command_line(subcommand: str, args) -> str:
+    """``loop-ros <subcommand>`` with every option of ``args`` that has a value spelled out (defaults
+    included; a list as its flag repeated), so the provenance reproduces the run."""
+    import shlex
+
+    parts = ["loop-ros", subcommand]
+    for name, value in vars(args).items():
+        flag = "--" + name.replace("_", "-")
+        if name == "command" or value is None or value is False:
+            continue
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += [item for v in value for item in (flag, str(v))]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
@@ -84,6 +103,15 @@ def positive_int(text: str) -> int:
 
 TASK_HELP = ("task name: a shipped task (rc_car, point_mass), gym:<EnvId> (e.g. gym:Hopper-v5), an installed "
              "loop_ros.tasks entry point, or package.module:attribute")
+
+
+DEFAULT_TASK = "rc_car"
+"""The task of a command run without ``--task``."""
+
+
+def add_task_argument(parser) -> None:
+    """``--task`` of the headless commands (train, eval, offline, dataset, bench loop)."""
+    parser.add_argument("--task", default=DEFAULT_TASK, type=task_argument, help=TASK_HELP)
 
 
 def task_argument(text: str) -> str:

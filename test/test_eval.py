@@ -11,10 +11,9 @@ import torch
 
 from loop_ros import cli
 from loop_ros.core.arc import PlanResult
-from loop_ros.core.tasks.rc_car import RcCarTask
-from loop_ros.commands.eval import evaluate_bundle
-from loop_ros.core.episodes import evaluate_planner
+from loop_ros.core.episodes import evaluate_bundle, evaluate_planner
 from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.rc_car import RcCarTask
 from loop_ros.settings import load_params
 
 torch.set_num_threads(1)

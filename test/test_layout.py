@@ -44,9 +44,7 @@ TASK_MODULES = tuple(f"loop_ros.core.tasks.{path.stem}" for path in sorted((PACK
 TASK_NAMES = frozenset(BUILTIN_TASKS) | frozenset(known_task_names())
 
 ALLOWED_TASK_LITERALS: dict[tuple[str, str], tuple[int, str]] = {
-    ("loop_ros/commands/train.py", "rc_car"): (1, "default of --task"),
-    ("loop_ros/commands/eval.py", "rc_car"): (1, "default of --task"),
-    ("loop_ros/commands/bench.py", "rc_car"): (1, "default of `bench loop --task`"),
+    ("loop_ros/settings.py", "rc_car"): (1, "DEFAULT_TASK: --task of the headless commands and `bench loop`"),
     ("loop_ros/bench/plan.py", "rc_car"): (2, "the rc-car and safe-rc-car presets"),
     ("loop_ros/bench/plan.py", "gym:HalfCheetah-v5"): (1, "the paper-halfcheetah preset (Table 3 on HalfCheetah)"),
     ("loop_ros/bench/smoothing.py", "point_mass"): (1, "label of `bench smoothing`'s result: it runs the point mass"),

@@ -18,6 +18,7 @@ from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyCon
 from loop_ros.core.arc import ArcPlanner
 from loop_ros.core.tasks.point_mass import PointMassModel, PointMassTask
 from loop_ros.core.trainer import LoopTrainer
+from loop_ros.settings import command_line
 from loop_ros.sim.point_mass_env import PointMassEnv
 
 torch.set_num_threads(1)
@@ -91,7 +92,7 @@ def test_command_line_reproduces_the_arguments():
                               "--set", "ensemble.hidden=[8, 8]"])
     import shlex
 
-    words = shlex.split(train.command_line(args))
+    words = shlex.split(command_line("train", args))
     assert words[:2] == ["loop-ros", "train"]
     assert parser.parse_args(words[2:]) == args
 

@@ -13,7 +13,7 @@ from loop_ros.bench.loop import bench_loop
 from loop_ros.bench.plan import BACKENDS, PRESETS, bench_plan
 from loop_ros.bench.smoothing import bench_smoothing
 from loop_ros.core.tasks import make_task
-from loop_ros.settings import TASK_HELP, task_argument
+from loop_ros.settings import add_task_argument
 
 
 def add_arguments(parser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
     plan.add_argument("--json", default=None, help="write the results here")
     loop = sub.add_parser("loop", help="sim-in-the-loop for a fixed time under the trainer's load: rate, tick "
                                        "jitter, deadline misses")
-    loop.add_argument("--task", type=task_argument, default="rc_car", help=TASK_HELP)
+    add_task_argument(loop)
     loop.add_argument("--duration", type=float, default=60.0, help="seconds of the run")
     loop.add_argument("--fresh", action="store_true", help="the trainer and the planner start from nothing, as "
                                                           "`loop-ros up --fresh` (default: the task's bundle)")

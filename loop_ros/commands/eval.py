@@ -7,20 +7,16 @@ The planner runs on ONNX Runtime exactly as the planner node does (``read_bundle
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from typing import Any
 
-from loop_ros.core.params_file import section_configs
-from loop_ros.settings import TASK_HELP, bundle_path, load_params, positive_int, task_argument
+from loop_ros.settings import add_task_argument, bundle_path, load_params, positive_int
 
-EVAL_SECTIONS = ("arc", "safety", "runtime")
 EVAL_CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", default="rc_car", type=task_argument, help=TASK_HELP)
+    add_task_argument(parser)
     parser.add_argument("--controller", default=None, choices=EVAL_CONTROLLERS,
                         help="default: task.controller of the params. safe-arc plans with the constraint (safeARC); "
                              "arc and the baselines as safety.enabled of the params says, exactly as the planner node")
@@ -34,36 +30,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, help="write the results here")
 
 
-def evaluate_bundle(task, controller: str, bundle_dir: str, episodes: int, seed: int = 0,
-                    params: dict[str, Any] | None = None, episode_steps: int | None = None) -> dict[str, Any]:
-    """Verify ``bundle_dir`` against ``task`` (a ``core.tasks.Task``) and evaluate it on ONNX Runtime in
-    the task's simulator; statistics plus settings echo."""
-    from loop_ros.core.arc import ArcPlanner
-    from loop_ros.core.bundle import read_bundle
-    from loop_ros.core.bundle_verify import verify_bundle
-    from loop_ros.core.episodes import evaluate_planner
-    from loop_ros.core.runtime import OrtPlanningModel
-
-    params = params if params is not None else load_params(task)
-    cfgs = section_configs(params, EVAL_SECTIONS)
-    env = task.make_env(cfgs["safety"], episode_steps or params.get("sim.episode_steps"))  # else the env's default
-    bundle = read_bundle(bundle_dir)
-    verify_bundle(bundle, expected=task.describe())
-    model = OrtPlanningModel(bundle, cfgs["runtime"])
-    planner = ArcPlanner(model, env.task, cfgs["arc"], cfgs["safety"], controller)  # safety as the node decides it
-    result = evaluate_planner(env, planner, episodes, seed)
-    result["settings"] = {
-        "task": task.name, "controller": controller, "bundle": str(bundle_dir), "bundle_version": bundle.version,
-        "bundle_provenance": bundle.manifest["provenance"], "seed": seed, "episode_steps": env.episode_steps,
-        "providers": model.providers, "arc": dataclasses.asdict(planner.arc),
-        "safety": dataclasses.asdict(planner.safety), "runtime": dataclasses.asdict(cfgs["runtime"]),
-    }
-    return result
-
-
 def run(args) -> int:
     from loop_ros.core.bundle import BundleError
     from loop_ros.core.config import ConfigError
+    from loop_ros.core.episodes import evaluate_bundle
     from loop_ros.core.tasks import make_task
     from loop_ros.core.tasks.base import NoSimulator
 
@@ -74,8 +44,7 @@ def run(args) -> int:
         if bundle_dir is None:
             raise ConfigError(f"task {task.name!r} has no default bundle: give --bundle")
         controller = args.controller or params.get("task.controller", "arc")
-        result = evaluate_bundle(task, controller, bundle_dir, args.episodes, args.seed, params,
-                                 args.episode_steps)
+        result = evaluate_bundle(task, controller, bundle_dir, args.episodes, params, args.seed, args.episode_steps)
     except (BundleError, ConfigError, NoSimulator) as error:
         print(f"loop-ros eval: {error}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from loop_ros.core.params_file import section_configs
-from loop_ros.settings import TASK_HELP, load_params, positive_int, task_argument
+from loop_ros.settings import add_task_argument, command_line, load_params, positive_int
 
 TRAINER_FLAGS = (
     ("--seed-steps", int, "seed_steps"), ("--updates-per-step", int, "updates_per_step"),
@@ -52,7 +52,7 @@ CSV_COLUMNS = (
 def add_arguments(parser) -> None:
     from loop_ros.core.config import ALGOS
 
-    parser.add_argument("--task", default="rc_car", type=task_argument, help=TASK_HELP)
+    add_task_argument(parser)
     parser.add_argument("--algo", default="safe-loop", choices=sorted(ALGOS))
     parser.add_argument("--steps", type=positive_int, required=True, help="environment steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,25 +67,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--params", default=None, help="ROS 2 params file (default: the task's own)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting, e.g. --set arc.population=100 (repeatable)")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="also record every training step into this bag directory, as the ROS stack's messages "
+                             "(a medium-replay dataset for `loop-ros offline`)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-
-
-def command_line(args) -> str:
-    """The command with every option that has a value spelled out (defaults included)."""
-    import shlex
-
-    parts = ["loop-ros", "train"]
-    for name, value in vars(args).items():
-        flag = "--" + name.replace("_", "-")
-        if name == "command" or value is None or value is False:
-            continue
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts += [item for v in value for item in (flag, str(v))]
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -122,7 +107,7 @@ class RunLog:
 
 def provenance(args, settings: dict, row: dict, result: dict) -> dict[str, Any]:
     """The bundle's provenance: what ``bundle.PROVENANCE_KEYS`` asks for plus algo, settings, evaluation."""
-    return {"command": command_line(args), "steps": row["env_steps"], "seed": args.seed,
+    return {"command": command_line("train", args), "steps": row["env_steps"], "seed": args.seed,
             "eval_return": row["eval_return"], "wall_time_s": row["wall_time_s"], "algo": args.algo,
             "task": args.task, "settings": settings,
             "eval": {k: v for k, v in result.items() if k != "per_episode"}}
@@ -151,16 +136,27 @@ def train(args) -> dict[str, Any]:
     settings = {**{k: dataclasses.asdict(v) for k, v in cfgs.items()}, "trainer": dataclasses.asdict(schedule),
                 "episode_steps": env.episode_steps}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(trainer, env, task.make_env(cfgs["safety"], episode_steps), args, settings)
-    return run.run()
+    recorder = None
+    if args.record is not None:
+        from loop_ros.core.recording import EpisodeBagWriter
+
+        recorder = EpisodeBagWriter(args.record, task, section_configs(params, ("task",))["task"].control_rate_hz)
+    run = TrainingRun(trainer, env, task.make_env(cfgs["safety"], episode_steps), args, settings, recorder)
+    try:
+        return run.run()
+    finally:
+        if recorder is not None:
+            recorder.close()
 
 
 class TrainingRun:
     """The loop of Alg. 1 around a ``LoopTrainer``, with periodic evaluations and checkpoints."""
 
-    def __init__(self, trainer, env, eval_env, args, settings: dict[str, Any]):
+    def __init__(self, trainer, env, eval_env, args, settings: dict[str, Any], recorder=None):
         self.trainer, self.env, self.eval_env, self.args, self.settings = trainer, env, eval_env, args, settings
-        self.log = RunLog(Path(args.out), {"command": command_line(args), "settings": settings})
+        self.recorder = recorder  # a core.recording.EpisodeBagWriter, or None
+        self.pose = getattr(env, "pose", lambda: None)
+        self.log = RunLog(Path(args.out), {"command": command_line("train", args), "settings": settings})
         self.started = time.perf_counter()
         self.tally, self.last_train, self.episodes = EpisodeTally(), None, 0
         self.fit: dict[str, Any] = {}
@@ -172,6 +168,8 @@ class TrainingRun:
 
         args, rng = self.args, np.random.default_rng(self.args.seed)
         state, row = self.env.reset(seed=args.seed), self.evaluate(None)
+        if self.recorder:
+            self.recorder.reset(state, self.pose())
         bar = tqdm(total=args.steps, disable=args.no_progress, mininterval=1.0, unit="step")
         for step in range(1, args.steps + 1):
             state, speed = self.step(state, rng)
@@ -190,13 +188,18 @@ class TrainingRun:
         action = trainer.act(state, rng, explore=True)
         next_state, reward, cost, terminated, truncated, info = self.env.step(action)
         trainer.add_transition(state, action, reward, next_state, terminated)
+        if self.recorder:
+            self.recorder.step(action, next_state, self.pose(), reward, cost, terminated, truncated)
         self.sac = trainer.update() or self.sac
         self.fit = trainer.refit_model_if_due() or self.fit
         self.tally.add(reward, cost)
         if terminated or truncated:
             self.last_train, self.tally, self.episodes = self.tally, EpisodeTally(), self.episodes + 1
             trainer.end_episode()
-            return self.env.reset(), info["speed"]
+            state = self.env.reset()
+            if self.recorder:
+                self.recorder.reset(state, self.pose())
+            return state, info["speed"]
         return next_state, info["speed"]
 
     def evaluate(self, export_to: Path | None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class TerminalValue(str, enum.Enum):
 
 TERMINAL_CONVENTIONS = (TerminalValue.DISCOUNTED, TerminalValue.AUTHORS)
 WEIGHTINGS = ("softmax", "elite")
+CRR_WEIGHTINGS = ("exp", "binary")
 INFEASIBLE_FALLBACKS = ("min_cost", "brake")
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
 ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem"}
@@ -216,6 +217,45 @@ class SacConfig:
 
 
 @dataclass(frozen=True)
+class CrrConfig:
+    """Critic Regularized Regression (Wang et al. 2020), the offline learner (core/crr.py); defaults are the paper's."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    lr: float = 3e-4
+    """Adam learning rate of actor and critics."""
+    batch_size: int = 256
+    """Minibatch size."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak factor of the target critics."""
+    weighting: str = "exp"
+    """Actor weight of a dataset action with advantage A: 'exp' min(exp(A/temperature), max_weight) or 'binary' 1[A > 0]."""
+    temperature: float = 1.0
+    """beta: temperature of the 'exp' weights."""
+    max_weight: float = 20.0
+    """Clip of the 'exp' weights."""
+    advantage_samples: int = 4
+    """m: actor samples averaged for the state value in the advantage and in the critic target."""
+    steps: int = 100_000
+    """Gradient steps of an offline run."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check_finite(self)
+        _check(self.lr > 0.0, "crr.lr must be > 0")
+        _check(self.batch_size >= 1, "crr.batch_size must be >= 1")
+        _check(0.0 <= self.gamma <= 1.0, "crr.gamma must be in [0, 1]")
+        _check(0.0 < self.tau <= 1.0, "crr.tau must be in (0, 1]")
+        _check(self.weighting in CRR_WEIGHTINGS, f"crr.weighting must be one of {CRR_WEIGHTINGS}")
+        _check(self.temperature > 0.0, "crr.temperature must be > 0")
+        _check(self.max_weight > 0.0, "crr.max_weight must be > 0")
+        _check(self.advantage_samples >= 1, "crr.advantage_samples must be >= 1")
+        _check(self.steps >= 1, "crr.steps must be >= 1")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """ONNX Runtime execution of the planner's networks."""
 
@@ -393,6 +433,7 @@ SECTIONS: dict[str, type] = {
     "safety": SafetyConfig,
     "ensemble": EnsembleConfig,
     "sac": SacConfig,
+    "crr": CrrConfig,
     "runtime": RuntimeConfig,
     "task": TaskConfig,
     "sim": SimConfig,

@@ -1,4 +1,4 @@
-"""Evaluation episodes of a planner in a task's simulator, shared by `loop-ros eval` and `loop-ros train`.
+"""Evaluation episodes of a planner in a task's simulator, shared by `loop-ros eval`, `train` and `offline`.
 
 Statistics (JSON): ``mean_return``; ``mean_cost`` (steps with cost 1 per episode, i.e.
 outside the keep-in circle or inside an obstacle); ``violations_per_episode`` (times per
@@ -11,10 +11,14 @@ Episode i starts from ``env.reset(seed=seed + i)`` and the planner draws its noi
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import numpy as np
+
+EVAL_SECTIONS = ("arc", "safety", "runtime")
+"""The settings a bundle's evaluation reads (the planner node's)."""
 
 
 def circle_error(task, state: np.ndarray) -> float | None:
@@ -74,3 +78,29 @@ def evaluate_planner(env, planner, episodes: int, seed: int = 0) -> dict[str, An
         "infeasible_steps": sum(run["infeasible_steps"] for run in runs), "mean_plan_ms": mean("plan_ms"),
         "episodes": episodes, "per_episode": {key: [run[key] for run in runs] for key in runs[0]},
     }
+
+
+def evaluate_bundle(task, controller: str, bundle_dir, episodes: int, params: dict[str, Any], seed: int = 0,
+                    episode_steps: int | None = None) -> dict[str, Any]:
+    """Verify ``bundle_dir`` against ``task`` and evaluate it on ONNX Runtime in the task's simulator,
+    as the planner node runs it with ``params`` (flat); statistics plus settings echo."""
+    from loop_ros.core.arc import ArcPlanner
+    from loop_ros.core.bundle import read_bundle
+    from loop_ros.core.bundle_verify import verify_bundle
+    from loop_ros.core.params_file import section_configs
+    from loop_ros.core.runtime import OrtPlanningModel
+
+    cfgs = section_configs(params, EVAL_SECTIONS)
+    env = task.make_env(cfgs["safety"], episode_steps or params.get("sim.episode_steps"))  # else the env's default
+    bundle = read_bundle(bundle_dir)
+    verify_bundle(bundle, expected=task.describe())
+    model = OrtPlanningModel(bundle, cfgs["runtime"])
+    planner = ArcPlanner(model, env.task, cfgs["arc"], cfgs["safety"], controller)  # safety as the node decides it
+    result = evaluate_planner(env, planner, episodes, seed)
+    result["settings"] = {
+        "task": task.name, "controller": controller, "bundle": str(bundle_dir), "bundle_version": bundle.version,
+        "bundle_provenance": bundle.manifest["provenance"], "seed": seed, "episode_steps": env.episode_steps,
+        "providers": model.providers, "arc": dataclasses.asdict(planner.arc),
+        "safety": dataclasses.asdict(planner.safety), "runtime": dataclasses.asdict(cfgs["runtime"]),
+    }
+    return result

@@ -91,6 +91,19 @@ def load_params_file(path: str, node: str = "/**") -> dict[str, Any]:
     return flat
 
 
+def write_params_file(path, params: Mapping[str, Any], node: str = "/**") -> None:
+    """Flat parameters as a ROS 2 params YAML (``node: ros__parameters: section: field: value``),
+    for ``--params`` and the launch file's ``params_file``."""
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({node: {"ros__parameters": nested}}, f, sort_keys=False)
+
+
 def _flatten_nested(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in block.items():

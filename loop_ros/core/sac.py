@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loop_ros.core.config import SacConfig
+from loop_ros.core.config import CrrConfig, SacConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range of the actor's log std (tanh-rescaled rather than clamped, so it keeps a gradient)."""
@@ -104,33 +104,35 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         t.lerp_(s, tau)
 
 
-class Sac:
-    """SAC learner. ``seed`` fixes the initial weights and the noise of ``update``."""
+class ActorCriticLearner:
+    """What the actor-critic learners (``Sac``, ``core/crr.py``'s ``Crr``) share: a tanh-Gaussian actor and
+    twin Q critics with polyak targets, Adam on both. ``seed`` fixes the initial weights (drawn without
+    touching torch's global generator) and the noise of the updates (``self.generator``).
+
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 cfg: SacConfig, seed: int = 0, device: str | torch.device = "cpu"):
+                 cfg: SacConfig | CrrConfig, seed: int = 0, device: str | torch.device = "cpu"):
         self.cfg, self.device = cfg, torch.device(device)
         with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching global state
             torch.manual_seed(seed)
             self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden, action_low, action_high).to(self.device)
             self.critic = TwinQ(obs_dim, act_dim, cfg.hidden).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
-        self.target_entropy = cfg.target_entropy or -float(act_dim)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
         self.generator = torch.Generator(self.device).manual_seed(seed)
-
-    @property
-    def alpha(self) -> float:
-        return self.log_alpha.exp().item()
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, np.float32), device=self.device)
 
-    def _noise(self, batch: int) -> torch.Tensor:
-        return torch.randn(batch, self.actor.act_dim, generator=self.generator, device=self.device)
+    def _batch(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+        """batch: s (B, S), a (B, A), r (B,), s2 (B, S), d (B,) (1 where s2 is terminal) -> those tensors."""
+        return tuple(self._tensor(batch[key]) for key in ("s", "a", "r", "s2", "d"))
+
+    def _noise(self, *shape: int) -> torch.Tensor:
+        """Standard normal actor noise (*shape, A) from the learner's own generator."""
+        return torch.randn(*shape, self.actor.act_dim, generator=self.generator, device=self.device)
 
     @torch.no_grad()
     def act(self, state: np.ndarray, deterministic: bool, rng: np.random.Generator) -> np.ndarray:
@@ -138,6 +140,38 @@ class Sac:
         noise = np.zeros(self.actor.act_dim) if deterministic else rng.standard_normal(self.actor.act_dim)
         action = self.actor(self._tensor(state)[None], self._tensor(noise)[None])
         return action[0].cpu().numpy()
+
+    def _critic_step(self, state: torch.Tensor, action: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+        """One Adam step of both Q heads towards ``target`` (B,) (sum of their MSEs) -> (loss, mean Q1 before)."""
+        q1, q2 = self.critic.both(state, action)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        return critic_loss.item(), q1.mean().item()
+
+    def actor_module(self) -> TanhGaussianActor:
+        """A copy of the actor (the ``actor.onnx`` graph), unaffected by later updates."""
+        return copy.deepcopy(self.actor).eval().requires_grad_(False)
+
+    def critic_module(self) -> TwinQ:
+        """A copy of the online critics (the ``critic.onnx`` graph, min(Q1, Q2))."""
+        return copy.deepcopy(self.critic).eval().requires_grad_(False)
+
+
+class Sac(ActorCriticLearner):
+    """SAC learner. ``seed`` fixes the initial weights and the noise of ``update``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray, action_high: np.ndarray,
+                 cfg: SacConfig, seed: int = 0, device: str | torch.device = "cpu"):
+        super().__init__(obs_dim, act_dim, action_low, action_high, cfg, seed, device)
+        self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
+        self.target_entropy = cfg.target_entropy or -float(act_dim)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+
+    @property
+    def alpha(self) -> float:
+        return self.log_alpha.exp().item()
 
     @torch.no_grad()
     def td_target(self, reward: torch.Tensor, next_state: torch.Tensor, done: torch.Tensor,
@@ -153,13 +187,9 @@ class Sac:
 
         batch: s (B, S), a (B, A), r (B,), s2 (B, S), d (B,) (1 where s2 is terminal).
         """
-        s, a, r, s2, d = (self._tensor(batch[key]) for key in ("s", "a", "r", "s2", "d"))
+        s, a, r, s2, d = self._batch(batch)
         target = self.td_target(r, s2, d, self._noise(len(s)))
-        q1, q2 = self.critic.both(s, a)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        critic_loss, q_mean = self._critic_step(s, a, target)
 
         action, log_prob = self.actor.sample(s, self._noise(len(s)))
         actor_loss = (self.log_alpha.exp().detach() * log_prob - self.critic(s, action)).mean()
@@ -173,17 +203,9 @@ class Sac:
         self.alpha_optimizer.step()
 
         polyak_update(self.critic_target, self.critic, self.cfg.tau)
-        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
+        return {"critic_loss": critic_loss, "actor_loss": actor_loss.item(),
                 "alpha_loss": alpha_loss.item(), "alpha": self.alpha, "entropy": -log_prob.mean().item(),
-                "q_mean": q1.mean().item()}
-
-    def actor_module(self) -> TanhGaussianActor:
-        """A copy of the actor (the ``actor.onnx`` graph), unaffected by later updates."""
-        return copy.deepcopy(self.actor).eval().requires_grad_(False)
-
-    def critic_module(self) -> TwinQ:
-        """A copy of the online critics (the ``critic.onnx`` graph, min(Q1, Q2))."""
-        return copy.deepcopy(self.critic).eval().requires_grad_(False)
+                "q_mean": q_mean}
 
 
 class TransitionBuffer:

@@ -65,6 +65,16 @@ def zero_subnormal_weights(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def export_networks(out_dir: str | Path, task: Task, ensemble: DynamicsEnsemble, learner, version: int,
+                    provenance: Mapping[str, Any], extra: Mapping[str, Any]) -> Path:
+    """A bundle of ``ensemble``'s elites and ``learner``'s actor and critic (SAC's, or an offline
+    value learner's) for ``task``, subnormal weights zeroed (module docstring)."""
+    modules = (ensemble.planning_module(), learner.actor_module(), learner.critic_module())
+    return export_bundle(out_dir, *map(zero_subnormal_weights, modules), task=task.name, obs_dim=task.obs_dim,
+                         act_dim=task.act_dim, ensemble_size=ensemble.cfg.num_elites, action_low=task.action_low,
+                         action_high=task.action_high, provenance=provenance, version=version, extra=extra)
+
+
 class UniformRandomPolicy:
     """What the agent does before it has a model: uniform random actions (a planner's API)."""
 
@@ -211,12 +221,8 @@ class LoopTrainer:
             self.fit_model()
         if self.dynamics_module is None:
             raise RuntimeError(f"nothing to export before the first model fit (after {self.schedule.seed_steps} steps)")
-        task = self.task
         extra = {"algo": self.algo, "controller": self.controller, "fits": self.fits, "sac_updates": self.sac_updates}
-        modules = (self.ensemble.planning_module(), self.sac.actor_module(), self.sac.critic_module())
-        return export_bundle(out_dir, *map(zero_subnormal_weights, modules), task=task.name,
-                             obs_dim=task.obs_dim, act_dim=task.act_dim, ensemble_size=self.ensemble.cfg.num_elites, action_low=task.action_low,
-                             action_high=task.action_high, provenance=provenance, version=version, extra=extra)
+        return export_networks(out_dir, self.task, self.ensemble, self.sac, version, provenance, extra)
 
     def status(self) -> dict[str, Any]:
         """Counters for logs and diagnostics."""

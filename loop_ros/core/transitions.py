@@ -117,6 +117,12 @@ def no_command() -> bytes:
     return bytes(ts.serialize_cdr(msg, FLOAT_ARRAY))
 
 
+def states_carry_transitions(task: Task) -> bool:
+    """Array states that carry the step into them (action, reward, count, termination) need no
+    action or episode message of another publisher to complete a transition."""
+    return {"action", "reward", "step", "terminated"} <= set(task.state_extras)
+
+
 @dataclass(frozen=True)
 class Fed:
     """What one message did: ``valid`` False when it was rejected (it must not be stored), and
@@ -135,9 +141,7 @@ class TransitionAssembler:
 
     def __init__(self, task: Task, topics: ReplayTopics, max_gap_s: float):
         self.task, self.topics = task, topics
-        # Array states that carry the step into them (action, reward, count, termination) need no
-        # action or episode message of another publisher to complete a transition.
-        self.self_describing = {"action", "reward", "step", "terminated"} <= set(task.state_extras)
+        self.self_describing = states_carry_transitions(task)
         self.max_gap_ns = int(max_gap_s * 1e9)
         self._state: _StateRecord | None = None
         self._action: tuple[np.ndarray, int] | None = None  # (action, receive time)
@@ -173,6 +177,11 @@ class TransitionAssembler:
             state = self._state_record(data, timestamp_ns)
             return self._rejected(role) if state is None else Fed(True, self._on_state(state))
         return self._rejected("unknown_topic")
+
+    def finish(self) -> tuple[Transition, ...]:
+        """The stream has ended (a dataset's last message): the transition held for the next state
+        is released, its s' a time limit (a record still to come never will)."""
+        return self._release(False) if self._pending is not None else ()
 
     def _rejected(self, role: str) -> Fed:
         self.rejected[role] += 1

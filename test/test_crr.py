@@ -1,0 +1,141 @@
+"""CRR: exact weights / log-prob / target / advantage arithmetic, determinism, a bandit it solves, its settings."""
+import dataclasses
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from loop_ros.core.config import ConfigError, CrrConfig
+from loop_ros.core.crr import Crr, advantage_weights, dataset_log_prob
+from loop_ros.core.params_file import from_params
+from loop_ros.core.sac import TanhGaussianActor, TwinQ
+
+torch.set_num_threads(1)
+SMALL = CrrConfig(hidden=(32, 32), lr=1e-3, batch_size=64, gamma=0.9, advantage_samples=3)
+
+
+def tiny_crr(seed=1, **changes):
+    return Crr(2, 1, np.array([-2.0]), np.array([2.0]), dataclasses.replace(SMALL, **changes), seed=seed)
+
+
+def random_batch(rng, n=8):
+    return {"s": rng.standard_normal((n, 2)), "a": rng.uniform(-2, 2, (n, 1)), "r": rng.standard_normal(n),
+            "s2": rng.standard_normal((n, 2)), "d": (rng.random(n) < 0.3).astype(float)}
+
+
+def test_advantage_weights_by_hand():
+    advantages = torch.tensor([-1.0, 0.0, 0.5, 2.0, 100.0])
+    # exp(A / 0.5) = e^-2, e^0, e^1, e^4 = 54.6 -> clipped to 20, e^200 = inf in float32 -> 20
+    torch.testing.assert_close(advantage_weights(advantages, "exp", 0.5, 20.0),
+                               torch.tensor([0.1353353, 1.0, 2.7182817, 20.0, 20.0]))
+    torch.testing.assert_close(advantage_weights(advantages, "binary", 0.5, 20.0),
+                               torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]))  # A = 0 is not an improvement
+    with pytest.raises(ValueError, match="softmax"):
+        advantage_weights(advantages, "softmax", 0.5, 20.0)
+
+
+def test_dataset_log_prob_is_the_tanh_gaussian_density_and_finite_at_the_bounds():
+    low, high = np.array([-1.0, 0.0]), np.array([1.0, 3.0])
+    actor = Crr(2, 2, low, high, SMALL).actor
+    rng = np.random.default_rng(0)
+    state = torch.as_tensor(rng.standard_normal((4, 2)), dtype=torch.float32)
+    action = rng.uniform(low + 0.05, high - 0.05, (4, 2))
+    with torch.no_grad():
+        log_prob = dataset_log_prob(actor, state, torch.as_tensor(action, dtype=torch.float32)).numpy()
+        mu, log_std = (x.double().numpy() for x in actor.distribution(state))
+    # a = bias + scale tanh(u), u ~ N(mu, std): p(a) = N(atanh(y); mu, std) / (scale (1 - y^2)), y = (a - bias) / scale
+    scale, bias = (high - low) / 2, (high + low) / 2
+    y = (action - bias) / scale
+    std = np.exp(log_std)
+    normal = np.exp(-0.5 * ((np.arctanh(y) - mu) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+    np.testing.assert_allclose(log_prob, np.log(normal / (scale * (1 - y ** 2))).sum(-1), rtol=1e-4, atol=1e-4)
+
+    at_bounds = torch.tensor([[-1.0, 0.0], [1.0, 3.0], [-1.0, 3.0], [1.0, 0.0]])
+    log_prob = dataset_log_prob(actor, state, at_bounds)
+    log_prob.sum().backward()
+    assert torch.isfinite(log_prob).all()
+    assert all(torch.isfinite(p.grad).all() for p in actor.parameters())
+
+
+def test_td_target_and_advantage_by_hand():
+    crr = tiny_crr()
+    torch.manual_seed(0)
+    with torch.no_grad():  # targets unlike the online critics, so using the wrong ones shows
+        for p in crr.critic_target.parameters():
+            p += 0.3 * torch.randn_like(p)
+    state, action, next_state = torch.randn(3, 2), torch.rand(3, 1) * 4 - 2, torch.randn(3, 2)
+    reward, done = torch.tensor([1.0, -0.5, 2.0]), torch.tensor([0.0, 0.0, 1.0])
+    noise = torch.randn(4, 3, 1)  # m = 4 samples for each of the 3 rows
+
+    def min_q(critic, s, a):
+        q1, q2 = critic.both(s[None], a[None])
+        return min(q1.item(), q2.item())
+
+    def policy_value(critic, s, row):
+        """(1/m) sum_j min(Q1, Q2)(s, 2 tanh(mu + std noise_j)), one sample at a time."""
+        mu, log_std = crr.actor.distribution(s[None])
+        return np.mean([min_q(critic, s, 2.0 * torch.tanh(mu[0] + log_std[0].exp() * n[row])) for n in noise])
+
+    with torch.no_grad():
+        target = [reward[b].item() + 0.9 * (1.0 - done[b].item()) * policy_value(crr.critic_target, next_state[b], b)
+                  for b in range(3)]
+        advantage = [min_q(crr.critic, state[b], action[b]) - policy_value(crr.critic, state[b], b) for b in range(3)]
+    as_tensor = functools.partial(torch.tensor, dtype=torch.float32)
+    torch.testing.assert_close(crr.td_target(reward, next_state, done, noise), as_tensor(target))
+    torch.testing.assert_close(crr.advantage(state, action, noise), as_tensor(advantage))
+    assert crr.td_target(reward, next_state, done, noise)[2] == 2.0  # terminal: just r
+
+
+def test_same_seed_same_batches_same_parameters():
+    learners = [tiny_crr(seed=0), tiny_crr(seed=0), tiny_crr(seed=1)]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        batch = random_batch(rng)
+        metrics = [learner.update(batch) for learner in learners]  # interleaved: no shared generator
+    assert set(metrics[0]) == {"critic_loss", "actor_loss", "q_mean", "advantage_mean", "weight_mean",
+                               "positive_advantage_fraction"}
+    assert all(math.isfinite(value) for value in metrics[0].values())
+    assert metrics[0] == metrics[1]
+    same, other = ([p.detach() for p in learner.actor.parameters()] for learner in learners[1:])
+    for a, b in zip((p.detach() for p in learners[0].actor.parameters()), same):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(same, other))
+    assert isinstance(learners[0].actor_module(), TanhGaussianActor) and isinstance(learners[0].critic_module(), TwinQ)
+
+
+@pytest.mark.parametrize("changes", [dict(weighting="exp", temperature=0.3), dict(weighting="binary")],
+                         ids=["exp", "binary"])
+def test_crr_prefers_the_better_dataset_actions_on_a_bandit(changes):
+    """One-step bandit, reward -(a - 0.5)^2, dataset actions a mixture of bad (around -0.6), uniform and
+    good (around 0.5) ones: imitating the data gives about its mean (0); CRR's actor goes to 0.5."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    kind = rng.integers(3, size=n)
+    action = np.select([kind == 0, kind == 1], [rng.normal(-0.6, 0.1, n), rng.uniform(-1, 1, n)],
+                       rng.normal(0.5, 0.05, n)).clip(-1, 1)[:, None]
+    state = rng.standard_normal((n, 2))
+    data = {"s": state, "a": action, "r": -(action[:, 0] - 0.5) ** 2, "s2": state, "d": np.ones(n)}
+    crr = Crr(2, 1, np.array([-1.0]), np.array([1.0]), dataclasses.replace(SMALL, **changes), seed=0)
+    for _ in range(300):
+        index = rng.integers(n, size=SMALL.batch_size)
+        crr.update({key: value[index] for key, value in data.items()})
+    greedy = np.mean([crr.act(s, deterministic=True, rng=rng) for s in state[:50]])
+    assert abs(greedy - 0.5) < 0.5 * abs(action.mean() - 0.5), (greedy, action.mean())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(weighting="softmax"), "crr.weighting must be one of ('exp', 'binary')"),
+    (dict(temperature=0.0), "crr.temperature must be > 0"),
+    (dict(temperature=-1.0), "crr.temperature must be > 0"),
+    (dict(max_weight=0.0), "crr.max_weight must be > 0"),
+    (dict(advantage_samples=0), "crr.advantage_samples must be >= 1"),
+    (dict(steps=0), "crr.steps must be >= 1"),
+])
+def test_invalid_settings_are_refused_naming_the_parameter(changes, message):
+    with pytest.raises(ConfigError) as err:
+        CrrConfig(**changes)
+    assert message in str(err.value)
+    with pytest.raises(ConfigError, match=message.split()[0]):
+        from_params({f"crr.{name}": value for name, value in changes.items()})  # the params-file path
