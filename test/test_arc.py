@@ -37,6 +37,10 @@ VARIANTS = {
     "arc": (SMALL, SafetyConfig()),
     "authors-terminal": (dataclasses.replace(SMALL, terminal="authors"), SafetyConfig()),
     "pessimism": (dataclasses.replace(SMALL, beta_pess=2.0), SafetyConfig()),
+    # loop-ros offline's ARC (commands/offline.py OFFLINE_ARC): every candidate from the actor, one iteration
+    "offline": (dataclasses.replace(SMALL, beta=1.0, iterations=1, beta_pess=1.0), SafetyConfig()),
+    "offline-safe": (dataclasses.replace(SMALL, beta=1.0, iterations=1, beta_pess=1.0),
+                     SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2)),
     "cem-elite-no-value": (dataclasses.replace(SMALL, beta=0.0, weighting="elite", n_elites=4,
                                                use_terminal_value=False), SafetyConfig()),
     "safe-enough-feasible": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2)),
