@@ -92,7 +92,7 @@ def learn(args) -> dict[str, Any]:
     fit = ensemble.fit(data["s"], data["a"], data["r"], data["s2"], rng)
     buffer = TransitionBuffer(task.obs_dim, task.act_dim, len(dataset))  # Alg. 2 l.3: the value learner
     buffer.add(data["s"], data["a"], data["r"], data["s2"], data["d"])
-    learner = make_offline_learner(args.learner, task, cfgs, seed=args.seed)
+    learner = make_offline_learner(args.learner, task, cfgs, seed=args.seed, dynamics=ensemble.planning_module())
     losses = []
     batch_size = cfgs[args.learner].batch_size
     for step in tqdm(range(1, steps + 1), disable=args.no_progress, mininterval=1.0, unit="step"):

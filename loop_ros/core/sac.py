@@ -107,9 +107,7 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 class ActorCriticLearner:
     """What the actor-critic learners (``Sac``, ``core/crr.py``'s ``Crr``) share: a tanh-Gaussian actor and
     twin Q critics with polyak targets, Adam on both. ``seed`` fixes the initial weights (drawn without
-    touching torch's global generator) and the noise of the updates (``self.generator``).
-
-    """
+    touching torch's global generator) and the noise of the updates (``self.generator``)."""
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray, action_high: np.ndarray,
                  cfg: SacConfig | CrrConfig, seed: int = 0, device: str | torch.device = "cpu"):

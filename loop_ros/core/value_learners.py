@@ -29,8 +29,11 @@ OFFLINE_LEARNERS = ("crr",)
 """Offline value learners; each takes its settings from the params section of its name."""
 
 
-def make_offline_learner(name: str, task: Task, configs: dict, seed: int, device: str = "cpu") -> ValueLearner:
-    """The offline learner ``name`` (one of ``OFFLINE_LEARNERS``) for ``task``, set by ``configs[name]``."""
+def make_offline_learner(name: str, task: Task, configs: dict, seed: int, device: str = "cpu",
+                         dynamics: torch.nn.Module | None = None) -> ValueLearner:
+    """The offline learner ``name`` (one of ``OFFLINE_LEARNERS``) for ``task``, set by ``configs[name]``;
+    ``dynamics`` is the fitted ensemble's planning module (``DynamicsEnsemble.planning_module``), for
+    the learners that look ahead through the model."""
     if name == "crr":
         from loop_ros.core.crr import Crr
 
