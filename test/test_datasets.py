@@ -124,6 +124,8 @@ def _point_mass_stream(state_values):
 
 BAD = {
     "empty directory": (lambda tmp: tmp, "no rosbag2 bag"),
+    "unfinished bag": (lambda tmp: (_bag_of(tmp, POINT_MASS, _point_mass_stream([[0.0] * 4] * 3)) / "bag" /
+                                    "metadata.yaml").unlink() or tmp, "has no metadata.yaml"),
     "no state messages": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/action", 1, _array([0.0, 0.0]))]),
                           "no messages on /state"),
     "no action messages": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/state", 1, _array([0.0] * 4))]),

@@ -256,6 +256,46 @@ class CrrConfig:
 
 
 @dataclass(frozen=True)
+class RosmoConfig:
+    """ROSMO (Liu et al. 2023), one-step model lookahead, a continuous-action offline learner (core/rosmo.py)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    lr: float = 3e-4
+    """Adam learning rate of actor and critics."""
+    batch_size: int = 256
+    """Minibatch size."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak factor of the target critics."""
+    lookahead_samples: int = 8
+    """N: actions drawn from the actor at each dataset state and stepped through the model (the improvement target's support)."""
+    value_samples: int = 4
+    """M: actor samples averaged for the state value V(s') of the lookahead and of the critic target."""
+    temperature: float = 1.0
+    """Temperature of the softmax over the positive lookahead advantages."""
+    bc_weight: float = 1.0
+    """Weight of the behaviour regularisation -log pi(a|s) of the dataset action (0: none)."""
+    steps: int = 100_000
+    """Gradient steps of an offline run."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        _check_finite(self)
+        _check(self.lr > 0.0, "rosmo.lr must be > 0")
+        _check(self.batch_size >= 1, "rosmo.batch_size must be >= 1")
+        _check(0.0 <= self.gamma <= 1.0, "rosmo.gamma must be in [0, 1]")
+        _check(0.0 < self.tau <= 1.0, "rosmo.tau must be in (0, 1]")
+        _check(self.lookahead_samples >= 2,
+               "rosmo.lookahead_samples must be >= 2 (an advantage is relative to the samples' mean)")
+        _check(self.value_samples >= 1, "rosmo.value_samples must be >= 1")
+        _check(self.temperature > 0.0, "rosmo.temperature must be > 0")
+        _check(self.bc_weight >= 0.0, "rosmo.bc_weight must be >= 0")
+        _check(self.steps >= 1, "rosmo.steps must be >= 1")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """ONNX Runtime execution of the planner's networks."""
 
@@ -434,6 +474,7 @@ SECTIONS: dict[str, type] = {
     "ensemble": EnsembleConfig,
     "sac": SacConfig,
     "crr": CrrConfig,
+    "rosmo": RosmoConfig,
     "runtime": RuntimeConfig,
     "task": TaskConfig,
     "sim": SimConfig,

@@ -52,11 +52,9 @@ def dataset_log_prob(actor: TanhGaussianActor, state: torch.Tensor, action: torc
     return squashed_gaussian_log_prob(torch.atanh(unit), mu, log_std, actor.action_scale)
 
 
-class Crr(ActorCriticLearner):
-    """CRR learner, ``Crr(obs_dim, act_dim, action_low, action_high, cfg: CrrConfig, seed=0, device='cpu')``.
-    ``seed`` fixes the initial weights and the actor samples of ``update``."""
-
-    cfg: CrrConfig
+class OfflineActorCritic(ActorCriticLearner):
+    """What the offline learners (``Crr``, ``core/rosmo.py``'s ``Rosmo``) share: the policy's state value
+    estimated with m actor samples, and the critics' TD target built from it (``cfg.gamma``)."""
 
     def _policy_value(self, critic: TwinQ, state: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(1/m) sum_j critic(s, a_j), a_j = actor sample at s with noise[j]: (B, S), (m, B, A) -> (B,)."""
@@ -68,6 +66,13 @@ class Crr(ActorCriticLearner):
                   noise: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - d) (1/m) sum_j min_i Q'_i(s', a'_j) (B,); noise (m, B, A) draws the a'_j."""
         return reward + self.cfg.gamma * (1.0 - done) * self._policy_value(self.critic_target, next_state, noise)
+
+
+class Crr(OfflineActorCritic):
+    """CRR learner, ``Crr(obs_dim, act_dim, action_low, action_high, cfg: CrrConfig, seed=0, device='cpu')``.
+    ``seed`` fixes the initial weights and the actor samples of ``update``."""
+
+    cfg: CrrConfig
 
     @torch.no_grad()
     def advantage(self, state: torch.Tensor, action: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

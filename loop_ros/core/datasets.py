@@ -100,6 +100,10 @@ def load_dataset(task: Task, path: Path, topics: ReplayTopics, max_gap_s: float)
     if not path.is_dir():
         raise DatasetError(f"dataset {name}: no such directory")
     bags = bag_directories(path)
+    unfinished = sorted({f.parent for ext in ("*.mcap", "*.db3") for f in path.rglob(ext)} - set(bags))
+    if unfinished:
+        raise DatasetError(f"dataset {name}: {unfinished[0]} has no metadata.yaml (its writer was killed: "
+                           f"`ros2 bag reindex` it, or let the trainer load it once, which recovers it)")
     if not bags:
         raise DatasetError(f"dataset {name}: no rosbag2 bag (a directory with metadata.yaml) in it")
     wanted = topics.types()

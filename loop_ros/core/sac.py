@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from loop_ros.core.config import CrrConfig, SacConfig
+from loop_ros.core.config import CrrConfig, RosmoConfig, SacConfig
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range of the actor's log std (tanh-rescaled rather than clamped, so it keeps a gradient)."""
@@ -105,12 +105,12 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 class ActorCriticLearner:
-    """What the actor-critic learners (``Sac``, ``core/crr.py``'s ``Crr``) share: a tanh-Gaussian actor and
-    twin Q critics with polyak targets, Adam on both. ``seed`` fixes the initial weights (drawn without
-    touching torch's global generator) and the noise of the updates (``self.generator``)."""
+    """What the actor-critic learners (``Sac``, ``core/crr.py``'s ``Crr``, ``core/rosmo.py``'s ``Rosmo``) share:
+    a tanh-Gaussian actor and twin Q critics with polyak targets, Adam on both. ``seed`` fixes the initial
+    weights (drawn without touching torch's global generator) and the noise of the updates (``self.generator``)."""
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 cfg: SacConfig | CrrConfig, seed: int = 0, device: str | torch.device = "cpu"):
+                 cfg: SacConfig | CrrConfig | RosmoConfig, seed: int = 0, device: str | torch.device = "cpu"):
         self.cfg, self.device = cfg, torch.device(device)
         with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching global state
             torch.manual_seed(seed)

@@ -5,7 +5,11 @@ One small interface, ``ValueLearner``: ``update(batch)`` takes one minibatch of 
 a bundle exports (the tanh-Gaussian actor and the twin-Q critic of ``core.sac``, so every learner's
 bundle plans alike). SAC (``core.sac``) learns online, from the replay the planner fills; an offline
 learner (``OFFLINE_LEARNERS``) learns from a fixed dataset (``loop-ros offline``, Alg. 2 of the
-paper): CRR (``core.crr``), the paper's base algorithm.
+paper):
+
+* ``crr``: CRR (``core.crr``), the paper's base algorithm: weighted regression to the dataset's actions;
+* ``rosmo``: ROSMO (``core.rosmo``), continuous-action one-step lookahead through the fitted dynamics
+  model, regression towards the advantage-filtered improved samples plus behaviour cloning.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ class ValueLearner(Protocol):
     def critic_module(self) -> torch.nn.Module: ...
 
 
-OFFLINE_LEARNERS = ("crr",)
+OFFLINE_LEARNERS = ("crr", "rosmo")
 """Offline value learners; each takes its settings from the params section of its name."""
 
 
@@ -39,4 +43,12 @@ def make_offline_learner(name: str, task: Task, configs: dict, seed: int, device
 
         return Crr(task.obs_dim, task.act_dim, task.action_low, task.action_high, configs["crr"], seed=seed,
                    device=device)
+    if name == "rosmo":
+        from loop_ros.core.rosmo import Rosmo
+
+        if dynamics is None:
+            raise ValueError("the rosmo learner looks ahead through the dynamics model: pass the fitted "
+                             "ensemble's planning module as dynamics")
+        return Rosmo(task.obs_dim, task.act_dim, task.action_low, task.action_high, configs["rosmo"], dynamics,
+                     seed=seed, device=device)
     raise ValueError(f"unknown offline learner {name!r}, known: {OFFLINE_LEARNERS}")
