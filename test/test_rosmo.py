@@ -162,8 +162,8 @@ def test_rosmo_moves_the_actor_towards_the_best_action_the_model_knows(bc_weight
                        rng.normal(0.5, 0.05, n)).clip(-1, 1)[:, None]
     state = rng.standard_normal((n, 2))
     data = {"s": state, "a": action, "r": -(action[:, 0] - 0.5) ** 2, "s2": state, "d": np.ones(n)}
-    rosmo = Rosmo(2, 1, np.array([-1.0]), np.array([1.0]), dataclasses.replace(SMALL, temperature=0.1, bc_weight=bc_weight),
-                  BanditModel(), seed=0)
+    cfg = dataclasses.replace(SMALL, temperature=0.1, bc_weight=bc_weight)
+    rosmo = Rosmo(2, 1, np.array([-1.0]), np.array([1.0]), cfg, BanditModel(), seed=0)
     for _ in range(300):
         index = rng.integers(n, size=SMALL.batch_size)
         rosmo.update({key: value[index] for key, value in data.items()})

@@ -25,7 +25,7 @@ What differs from the paper (MuZero-style: discrete actions, a latent model lear
 policy and value heads by unrolling it along the data):
 
 * continuous actions: the improved policy pi_prior(a|s) exp(adv(s, a)) / Z(s) is represented by N prior
-  samples with self-normalised weights (the paper's sampled variant, its Eq. on l_os with a^(i) ~ pi_prior),
+  samples with self-normalised weights (as the paper's sampled estimate of its policy loss, a^(i) ~ pi_prior),
   and the actor (a tanh-Gaussian) is fitted to them by weighted maximum likelihood;
 * the model is the separately fitted ensemble in raw state space, frozen while the learner runs (Alg. 2
   of LOOP fits it first); it predicts no termination, so every imagined s'_i is bootstrapped;
@@ -98,7 +98,7 @@ class Rosmo(OfflineActorCritic):
         """The two terms of L_pi, with gradient to the actor: state (B, S), dataset action (B, A), the
         lookahead's a_i (N, B, A) and w_i (N, B) -> mean_s -sum_i w_i log pi(a_i|s), mean -log pi(a|s)."""
         improvement = -(weight * dataset_log_prob(self.actor, state.expand(len(samples), *state.shape), samples))
-        return improvement.mean(), -dataset_log_prob(self.actor, state, action).mean()
+        return improvement.sum(dim=0).mean(), -dataset_log_prob(self.actor, state, action).mean()
 
     def update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
         """One gradient step on critics and actor, then the polyak step.
