@@ -65,18 +65,21 @@ def add_arguments(parser) -> None:
 def learn(args) -> dict[str, Any]:
     """Alg. 2 as ``args`` say; returns metrics.json's content."""
     import torch
-    from tqdm import tqdm
 
     from loop_ros.core.datasets import load_datasets
     from loop_ros.core.ensemble import DynamicsEnsemble
     from loop_ros.core.sac import TransitionBuffer
     from loop_ros.core.tasks import make_task
+    from loop_ros.core.tasks.base import NoSimulator
     from loop_ros.core.trainer import flush_denormals, set_torch_threads
     from loop_ros.core.transitions import ReplayTopics
-    from loop_ros.core.value_learners import make_offline_learner
+    from loop_ros.core.params_file import write_params_file
+    from loop_ros.core.value_learners import OFFLINE_LEARNERS, make_offline_learner
 
     started = time.perf_counter()
     task = make_task(args.task)
+    if args.eval_episodes > 0 and not task.has_simulator:
+        raise NoSimulator(f"task {task.name!r} has no simulator to evaluate in: drop --eval-episodes")
     params = load_params(task, args.params, [*OFFLINE_ARC, *args.set])
     cfgs = section_configs(params, ("arc", "safety", "ensemble", "trainer", args.learner))
     steps = args.steps or cfgs[args.learner].steps
@@ -93,12 +96,7 @@ def learn(args) -> dict[str, Any]:
     buffer = TransitionBuffer(task.obs_dim, task.act_dim, len(dataset))  # Alg. 2 l.3: the value learner
     buffer.add(data["s"], data["a"], data["r"], data["s2"], data["d"])
     learner = make_offline_learner(args.learner, task, cfgs, seed=args.seed, dynamics=ensemble.planning_module())
-    losses = []
-    batch_size = cfgs[args.learner].batch_size
-    for step in tqdm(range(1, steps + 1), disable=args.no_progress, mininterval=1.0, unit="step"):
-        metrics = learner.update(buffer.sample(batch_size, rng))
-        if step % LOSS_LOG_EVERY == 0 or step == steps:
-            losses.append({"step": step, **metrics})
+    losses = train_learner(learner, buffer, steps, cfgs[args.learner].batch_size, rng, args.no_progress)
 
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: dataclasses.asdict(v) for k, v in cfgs.items()}
@@ -106,17 +104,28 @@ def learn(args) -> dict[str, Any]:
               "transitions": len(dataset), "datasets": dataset.sources, "settings": settings,
               "fit": fit, "learner_steps": steps, "losses": losses}
     bundle = export(args, task, ensemble, learner, report, started)
-    # The nodes' settings (the learner's own are in the bundle's provenance), with the new bundle.
-    deployment = {**{k: v for k, v in params.items() if not k.startswith(f"{args.learner}.")},
+    # The nodes' settings (the learners' own are in the bundle's provenance), with the new bundle.
+    deployment = {**{k: v for k, v in params.items() if k.partition(".")[0] not in OFFLINE_LEARNERS},
                   "task.bundle": str(bundle.resolve())}
-    from loop_ros.core.params_file import write_params_file
-
     write_params_file(args.out / "params.yaml", deployment)
     if args.eval_episodes > 0:
         report["eval"] = evaluate(task, bundle, deployment, args)
     report["wall_time_s"] = round(time.perf_counter() - started, 2)
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def train_learner(learner, buffer, steps: int, batch_size: int, rng: np.random.Generator,
+                  no_progress: bool) -> list[dict]:
+    """``steps`` updates on uniform minibatches of ``buffer``; the metrics every ``LOSS_LOG_EVERY``."""
+    from tqdm import tqdm
+
+    losses = []
+    for step in tqdm(range(1, steps + 1), disable=no_progress, mininterval=1.0, unit="step"):
+        metrics = learner.update(buffer.sample(batch_size, rng))
+        if step % LOSS_LOG_EVERY == 0 or step == steps:
+            losses.append({"step": step, **metrics})
+    return losses
 
 
 def export(args, task, ensemble, learner, report: dict, started: float) -> Path:
