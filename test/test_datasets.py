@@ -95,7 +95,8 @@ def test_a_ros2_bag_and_the_trainers_replay_of_the_same_stream_give_the_same_tra
 def _bag_of(tmp_path, task, messages, state_type=None):
     """A bag of (topic, receive ns, message) as ``ros2 bag record`` would write it."""
     topics = ReplayTopics.for_task(task)
-    types = {**topics.types(), **({topics.state: state_type} if state_type else {})}
+    types = {**topics.types(), **({topics.state: state_type} if state_type else {}),
+             "/cmd": "std_msgs/msg/Float64MultiArray"}
     with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {topic: writer.add_connection(topic, msgtype, typestore=typestore())
                        for topic, msgtype in types.items() if any(m[0] == topic for m in messages)}
@@ -128,6 +129,8 @@ BAD = {
                                     "metadata.yaml").unlink() or tmp, "has no metadata.yaml"),
     "no state messages": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/action", 1, _array([0.0, 0.0]))]),
                           "no messages on /state"),
+    "other topics only": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/cmd", 1, _array([0.0]))]),
+                          "no messages on /state, /action"),
     "no action messages": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/state", 1, _array([0.0] * 4))]),
                            "no messages on /action"),
     "wrong state size": (lambda tmp: _bag_of(tmp, POINT_MASS, _point_mass_stream([[0.0] * 5] * 3)),
@@ -137,7 +140,7 @@ BAD = {
     "wrong state type": (lambda tmp: _bag_of(tmp, POINT_MASS, [("/state", 1, typestore().types[
         "std_msgs/msg/String"](data="x"))], state_type="std_msgs/msg/String"), "is std_msgs/msg/String"),
     "one state: no transition": (lambda tmp: _bag_of(tmp, POINT_MASS, _point_mass_stream([[0.0] * 4])),
-                                 "no transition forms"),
+                                 "0 transitions form from its 1 states"),
 }
 
 

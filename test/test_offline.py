@@ -50,9 +50,10 @@ def test_a_bundle_learned_offline_is_deterministic_verified_and_names_its_datase
 
 
 def test_the_params_file_deploys_the_bundle_with_offline_arc(dataset, tmp_path):
-    report = offline(dataset, tmp_path, "--set", "arc.beta_pess=0.5", "--eval-episodes", "1")
+    report = offline(dataset, tmp_path, "--set", "arc.beta_pess=2", "--eval-episodes", "1")
     params = load_params_file(str(tmp_path / "params.yaml"))
-    assert (params["arc.beta"], params["arc.iterations"], params["arc.beta_pess"]) == (1.0, 1, 0.5)  # --set wins
+    assert (params["arc.beta"], params["arc.iterations"], params["arc.beta_pess"]) == (1.0, 1, 2.0)  # --set wins
+    assert isinstance(params["arc.beta_pess"], float)  # as declared: rcl refuses an integer for a double
     assert params["task.bundle"] == str((tmp_path / "bundle").resolve())
     assert not any(key.startswith("crr.") for key in params)  # the learner's settings stay in the provenance
     result = evaluate_bundle(TASK, "arc", params["task.bundle"], 1, params)

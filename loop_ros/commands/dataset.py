@@ -59,8 +59,21 @@ def make_policy(args, task, params: dict):
             noise = rng.standard_normal((1, task.act_dim)).astype(np.float32)
             return model.actor(np.asarray(obs, np.float32)[None], noise)[0]
         return actor
-    planner = ArcPlanner(model, task, cfgs["arc"], cfgs["safety"], params.get("task.controller", "arc"))
-    return lambda obs, rng: planner.plan(np.asarray(obs, np.float32), rng).action
+    return PlannerPolicy(ArcPlanner(model, task, cfgs["arc"], cfgs["safety"], params.get("task.controller", "arc")))
+
+
+class PlannerPolicy:
+    """A planner as a policy: its first action in evaluation mode; its warm start forgotten at each
+    reset (as ``loop-ros eval`` runs it)."""
+
+    def __init__(self, planner):
+        self.planner = planner
+
+    def __call__(self, obs, rng):
+        return self.planner.plan(np.asarray(obs, np.float32), rng).action
+
+    def reset(self) -> None:
+        self.planner.reset()
 
 
 def record(args) -> dict:
@@ -72,7 +85,8 @@ def record(args) -> dict:
     params = load_params(task, args.params, args.set)
     policy = make_policy(args, task, params)
     cfgs = section_configs(params, ("safety", "task"))
-    env = task.make_env(cfgs["safety"], args.episode_steps or params.get("sim.episode_steps"), seed=args.seed)
+    env = task.make_env(cfgs["safety"], args.episode_steps or params.get("sim.episode_steps"), seed=args.seed,
+                        control_dt=1.0 / cfgs["task"].control_rate_hz)  # as the sim node runs it
     writer = EpisodeBagWriter(args.out, task, cfgs["task"].control_rate_hz, args.storage)
     try:
         episodes = record_episodes(env, policy, writer, args.steps, np.random.default_rng(args.seed), args.seed)

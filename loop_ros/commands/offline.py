@@ -66,6 +66,7 @@ def learn(args) -> dict[str, Any]:
     """Alg. 2 as ``args`` say; returns metrics.json's content."""
     import torch
 
+    from loop_ros.core.config import ConfigError
     from loop_ros.core.datasets import load_datasets
     from loop_ros.core.ensemble import DynamicsEnsemble
     from loop_ros.core.sac import TransitionBuffer
@@ -78,6 +79,8 @@ def learn(args) -> dict[str, Any]:
 
     started = time.perf_counter()
     task = make_task(args.task)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file")
     if args.eval_episodes > 0 and not task.has_simulator:
         raise NoSimulator(f"task {task.name!r} has no simulator to evaluate in: drop --eval-episodes")
     params = load_params(task, args.params, [*OFFLINE_ARC, *args.set])

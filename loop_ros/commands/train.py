@@ -118,10 +118,13 @@ def provenance(args, settings: dict, row: dict, result: dict) -> dict[str, Any]:
 
 def train(args) -> dict[str, Any]:
     """Run Algorithm 1 as configured by ``args``; returns the last evaluation row."""
+    from loop_ros.core.config import ConfigError
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer, set_torch_threads
 
     task = make_task(args.task)
+    if args.record is not None and args.record.exists():
+        raise ConfigError(f"--record {args.record} exists (a recording is never overwritten)")
     params = load_params(task, args.params, args.set)
     cfgs = section_configs(params, ("arc", "safety", "ensemble", "sac", "trainer"))
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, _, field in TRAINER_FLAGS}

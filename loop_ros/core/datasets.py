@@ -28,6 +28,10 @@ from loop_ros.core.tasks.base import Task
 from loop_ros.core.transitions import ReplayTopics, TransitionAssembler, states_carry_transitions
 
 
+MIN_TRANSITIONS = 2
+"""Fewest transitions a dataset must give: the model's fit holds at least one out."""
+
+
 class DatasetError(ConfigError):
     """A dataset that cannot be used as given (one line, naming it)."""
 
@@ -88,8 +92,13 @@ def _messages(bag: Path, wanted: dict[str, str], name: str):
                 raise DatasetError(f"dataset {name}: topic {topic} in {bag.name} is {present[topic]}, "
                                    f"the task needs {msgtype}")
         connections = [c for c in reader.connections if c.topic in wanted]
-        for connection, timestamp, data in reader.messages(connections=connections):
-            yield connection.topic, timestamp, bytes(data)
+        if not connections:  # rosbags reads every topic when given none
+            return
+        try:
+            for connection, timestamp, data in reader.messages(connections=connections):
+                yield connection.topic, timestamp, bytes(data)
+        except Exception as error:  # a damaged chunk or database: rosbags raises several error types
+            raise DatasetError(f"dataset {name}: bag {bag} does not read to its end: {error}") from error
     finally:
         reader.close()
 
@@ -124,9 +133,9 @@ def load_dataset(task: Task, path: Path, topics: ReplayTopics, max_gap_s: float)
     if rejected:
         raise DatasetError(f"dataset {name}: messages fail the checks for task {task.name} ({task.obs_dim} observation "
                            f"values, {task.act_dim} action values within the bounds, all finite): {rejected}")
-    if not rows:
-        raise DatasetError(f"dataset {name}: no transition forms from its {seen[topics.state]} states "
-                           f"(unpaired: {dict(assembler.unpaired)})")
+    if len(rows) < MIN_TRANSITIONS:
+        raise DatasetError(f"dataset {name}: {len(rows)} transitions form from its {seen[topics.state]} states, "
+                           f"at least {MIN_TRANSITIONS} are needed (unpaired: {dict(assembler.unpaired)})")
     arrays = {"s": np.stack([t.s for t in rows]), "a": np.stack([t.a for t in rows]),
               "r": np.array([t.r for t in rows]), "s2": np.stack([t.s2 for t in rows]),
               "d": np.array([t.done for t in rows])}

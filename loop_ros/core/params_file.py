@@ -99,9 +99,20 @@ def write_params_file(path, params: Mapping[str, Any], node: str = "/**") -> Non
     nested: dict[str, Any] = {}
     for key, value in params.items():
         section, _, name = key.partition(".")
-        nested.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+        nested.setdefault(section, {})[name] = _as_declared(section, name, value)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump({node: {"ros__parameters": nested}}, f, sort_keys=False)
+
+
+def _as_declared(section: str, name: str, value: Any) -> Any:
+    """``value`` as the node declares the parameter: a float field's integer (``--set arc.beta_pess=0``
+    parses as 0) written as a float (rcl refuses an integer for a double parameter); tuples as lists."""
+    import typing
+
+    if section in SECTIONS and isinstance(value, int) and not isinstance(value, bool):
+        if typing.get_type_hints(SECTIONS[section]).get(name) is float:
+            return float(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _flatten_nested(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,7 +28,8 @@ ACTION_DELAY_NS = 2_000_000
 """The planner's answer comes this long after its state (a plan's latency)."""
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 Policy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-"""(observation, rng) -> action within the task's bounds."""
+"""(observation, rng) -> action within the task's bounds; its ``reset()``, where it has one, is called
+at each episode's start (a planner's warm start)."""
 
 
 def _float_array(values) -> object:
@@ -119,13 +120,16 @@ def record_episodes(env, policy: Policy, writer: EpisodeBagWriter, steps: int, r
     """Run ``policy`` in ``env`` for ``steps`` environment steps (the last episode cut short where the
     budget ends), writing every message; returns each episode's return, cost, steps and termination."""
     pose = getattr(env, "pose", lambda: None)
+    reset_policy = getattr(policy, "reset", lambda: None)
     obs = env.reset(seed=seed)
     writer.reset(obs, pose())
+    reset_policy()
     for _ in range(steps):
         action = np.clip(np.asarray(policy(obs, rng), dtype=float), writer.task.action_low, writer.task.action_high)
         obs, reward, cost, terminated, truncated, _ = env.step(action)
         if writer.step(action, obs, pose(), reward, cost, terminated, truncated):
             obs = env.reset()
             writer.reset(obs, pose())
+            reset_policy()
     unfinished = writer.unfinished()
     return writer.episodes + ([unfinished] if unfinished else [])
