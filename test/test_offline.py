@@ -3,6 +3,7 @@ its datasets; and the params file that deploys it with offline ARC."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from loop_ros.core.params_file import load_params_file
 from loop_ros.core.tasks import make_task
 
 TASK = make_task("point_mass")
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "rc_car"
 TINY = ["--set", "ensemble.hidden=[16]", "--set", "ensemble.ensemble_size=2", "--set", "ensemble.num_elites=2",
         "--set", "ensemble.max_epochs=3", "--set", "crr.hidden=[16]", "--set", "crr.batch_size=32",
         "--steps", "40", "--no-progress", "--threads", "1"]
@@ -59,3 +61,15 @@ def test_the_params_file_deploys_the_bundle_with_offline_arc(dataset, tmp_path):
     result = evaluate_bundle(TASK, "arc", params["task.bundle"], 1, params)
     assert result["settings"]["arc"]["beta"] == 1.0 and result["mean_return"] == report["eval"]["loop"]["mean_return"]
     assert report["eval"]["actor"]["controller"] == "actor"
+
+
+@pytest.mark.parametrize("policy", ["actor", "planner"])
+def test_a_bundles_policy_records_a_dataset_and_another_tasks_bundle_is_refused(dataset, tmp_path, policy, capsys):
+    offline(dataset, tmp_path / "run")
+    out = tmp_path / policy
+    assert cli.main(["dataset", "--task", "point_mass", "--policy", policy, "--bundle", str(tmp_path / "run" / "bundle"),
+                     "--steps", "60", "--out", str(out)]) == 0
+    assert json.loads((out / "dataset.json").read_text())["policy"] == policy
+    assert cli.main(["dataset", "--task", "point_mass", "--policy", policy, "--bundle", str(SHIPPED),
+                     "--steps", "10", "--out", str(tmp_path / "wrong")]) == 2
+    assert "loop-ros dataset: " in capsys.readouterr().err

@@ -41,25 +41,18 @@ def make_policy(args, task, params: dict):
     """(observation, rng) -> action of ``args.policy``."""
     if args.policy == "random":
         return lambda obs, rng: rng.uniform(task.action_low, task.action_high)
-    from loop_ros.core.arc import ArcPlanner
-    from loop_ros.core.bundle import read_bundle
-    from loop_ros.core.bundle_verify import verify_bundle
     from loop_ros.core.config import ConfigError
-    from loop_ros.core.params_file import section_configs
-    from loop_ros.core.runtime import OrtPlanningModel
+    from loop_ros.core.episodes import bundle_planner
 
     if args.bundle is None:
         raise ConfigError(f"--policy {args.policy} needs --bundle")
-    bundle = read_bundle(args.bundle)
-    verify_bundle(bundle, expected=task.describe())
-    cfgs = section_configs(params, ("arc", "safety", "runtime"))
-    model = OrtPlanningModel(bundle, cfgs["runtime"])
+    planner, _ = bundle_planner(task, args.bundle, params, params.get("task.controller", "arc"))
     if args.policy == "actor":
         def actor(obs, rng):
             noise = rng.standard_normal((1, task.act_dim)).astype(np.float32)
-            return model.actor(np.asarray(obs, np.float32)[None], noise)[0]
+            return planner.model.actor(np.asarray(obs, np.float32)[None], noise)[0]
         return actor
-    return PlannerPolicy(ArcPlanner(model, task, cfgs["arc"], cfgs["safety"], params.get("task.controller", "arc")))
+    return PlannerPolicy(planner)
 
 
 class PlannerPolicy:

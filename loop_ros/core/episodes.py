@@ -80,10 +80,9 @@ def evaluate_planner(env, planner, episodes: int, seed: int = 0) -> dict[str, An
     }
 
 
-def evaluate_bundle(task, controller: str, bundle_dir, episodes: int, params: dict[str, Any], seed: int = 0,
-                    episode_steps: int | None = None) -> dict[str, Any]:
-    """Verify ``bundle_dir`` against ``task`` and evaluate it on ONNX Runtime in the task's simulator,
-    as the planner node runs it with ``params`` (flat); statistics plus settings echo."""
+def bundle_planner(task, bundle_dir, params: dict[str, Any], controller: str):
+    """The planner node's planner (``controller``, on ONNX Runtime) over ``bundle_dir``, verified
+    against ``task`` and set by ``params`` (flat); returns (planner, bundle)."""
     from loop_ros.core.arc import ArcPlanner
     from loop_ros.core.bundle import read_bundle
     from loop_ros.core.bundle_verify import verify_bundle
@@ -91,16 +90,26 @@ def evaluate_bundle(task, controller: str, bundle_dir, episodes: int, params: di
     from loop_ros.core.runtime import OrtPlanningModel
 
     cfgs = section_configs(params, EVAL_SECTIONS)
-    env = task.make_env(cfgs["safety"], episode_steps or params.get("sim.episode_steps"))  # else the env's default
     bundle = read_bundle(bundle_dir)
     verify_bundle(bundle, expected=task.describe())
     model = OrtPlanningModel(bundle, cfgs["runtime"])
-    planner = ArcPlanner(model, env.task, cfgs["arc"], cfgs["safety"], controller)  # safety as the node decides it
+    return ArcPlanner(model, task, cfgs["arc"], cfgs["safety"], controller), bundle  # safety as the node decides it
+
+
+def evaluate_bundle(task, controller: str, bundle_dir, episodes: int, params: dict[str, Any], seed: int = 0,
+                    episode_steps: int | None = None) -> dict[str, Any]:
+    """Verify ``bundle_dir`` against ``task`` and evaluate it on ONNX Runtime in the task's simulator,
+    as the planner node runs it with ``params`` (flat); statistics plus settings echo."""
+    from loop_ros.core.params_file import section_configs
+
+    cfgs = section_configs(params, EVAL_SECTIONS)
+    env = task.make_env(cfgs["safety"], episode_steps or params.get("sim.episode_steps"))  # else the env's default
+    planner, bundle = bundle_planner(task, bundle_dir, params, controller)
     result = evaluate_planner(env, planner, episodes, seed)
     result["settings"] = {
         "task": task.name, "controller": controller, "bundle": str(bundle_dir), "bundle_version": bundle.version,
         "bundle_provenance": bundle.manifest["provenance"], "seed": seed, "episode_steps": env.episode_steps,
-        "providers": model.providers, "arc": dataclasses.asdict(planner.arc),
+        "providers": planner.model.providers, "arc": dataclasses.asdict(planner.arc),
         "safety": dataclasses.asdict(planner.safety), "runtime": dataclasses.asdict(cfgs["runtime"]),
     }
     return result
