@@ -1,16 +1,14 @@
 """CRR: exact weights / log-prob / target / advantage arithmetic, determinism, a bandit it solves, its settings."""
 import dataclasses
 import functools
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from loop_ros.core.config import ConfigError, CrrConfig
+from learner_checks import assert_refused, same_seed_same_parameters
+from loop_ros.core.config import CrrConfig
 from loop_ros.core.crr import Crr, advantage_weights, dataset_log_prob
-from loop_ros.core.params_file import from_params
-from loop_ros.core.sac import TanhGaussianActor, TwinQ
 
 torch.set_num_threads(1)
 SMALL = CrrConfig(hidden=(32, 32), lr=1e-3, batch_size=64, gamma=0.9, advantage_samples=3)
@@ -18,11 +16,6 @@ SMALL = CrrConfig(hidden=(32, 32), lr=1e-3, batch_size=64, gamma=0.9, advantage_
 
 def tiny_crr(seed=1, **changes):
     return Crr(2, 1, np.array([-2.0]), np.array([2.0]), dataclasses.replace(SMALL, **changes), seed=seed)
-
-
-def random_batch(rng, n=8):
-    return {"s": rng.standard_normal((n, 2)), "a": rng.uniform(-2, 2, (n, 1)), "r": rng.standard_normal(n),
-            "s2": rng.standard_normal((n, 2)), "d": (rng.random(n) < 0.3).astype(float)}
 
 
 def test_advantage_weights_by_hand():
@@ -89,20 +82,9 @@ def test_td_target_and_advantage_by_hand():
 
 
 def test_same_seed_same_batches_same_parameters():
-    learners = [tiny_crr(seed=0), tiny_crr(seed=0), tiny_crr(seed=1)]
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        batch = random_batch(rng)
-        metrics = [learner.update(batch) for learner in learners]  # interleaved: no shared generator
-    assert set(metrics[0]) == {"critic_loss", "actor_loss", "q_mean", "advantage_mean", "weight_mean",
-                               "positive_advantage_fraction"}
-    assert all(math.isfinite(value) for value in metrics[0].values())
-    assert metrics[0] == metrics[1]
-    same, other = ([p.detach() for p in learner.actor.parameters()] for learner in learners[1:])
-    for a, b in zip((p.detach() for p in learners[0].actor.parameters()), same):
-        assert torch.equal(a, b)
-    assert not all(torch.equal(a, b) for a, b in zip(same, other))
-    assert isinstance(learners[0].actor_module(), TanhGaussianActor) and isinstance(learners[0].critic_module(), TwinQ)
+    metrics = same_seed_same_parameters([tiny_crr(seed=0), tiny_crr(seed=0), tiny_crr(seed=1)])
+    assert set(metrics) == {"critic_loss", "actor_loss", "q_mean", "advantage_mean", "weight_mean",
+                            "positive_advantage_fraction"}
 
 
 @pytest.mark.parametrize("changes", [dict(weighting="exp", temperature=0.3), dict(weighting="binary")],
@@ -134,8 +116,4 @@ def test_crr_prefers_the_better_dataset_actions_on_a_bandit(changes):
     (dict(steps=0), "crr.steps must be >= 1"),
 ])
 def test_invalid_settings_are_refused_naming_the_parameter(changes, message):
-    with pytest.raises(ConfigError) as err:
-        CrrConfig(**changes)
-    assert message in str(err.value)
-    with pytest.raises(ConfigError, match=message.split()[0]):
-        from_params({f"crr.{name}": value for name, value in changes.items()})  # the params-file path
+    assert_refused(CrrConfig, "crr", changes, message)

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 import test_offline
+from learner_checks import assert_refused, same_seed_same_parameters
 from loop_ros import cli
 from loop_ros.core.bundle import read_bundle
 from loop_ros.core.bundle_verify import verify_bundle
-from loop_ros.core.config import ConfigError, RosmoConfig
+from loop_ros.core.config import RosmoConfig
 from loop_ros.core.crr import dataset_log_prob
-from loop_ros.core.params_file import from_params, load_params_file, section_configs
+from loop_ros.core.params_file import load_params_file, section_configs
 from loop_ros.core.rosmo import Rosmo, improvement_weights
-from loop_ros.core.sac import TanhGaussianActor, TwinQ
 from loop_ros.core.tasks import make_task
 from loop_ros.core.value_learners import OFFLINE_LEARNERS, make_offline_learner
 
@@ -53,11 +53,6 @@ class BanditModel(nn.Module):
 def tiny_rosmo(seed=1, dynamics=None, **changes):
     return Rosmo(2, 1, np.array([-2.0]), np.array([2.0]), dataclasses.replace(SMALL, **changes),
                  dynamics or PointMassModel(), seed=seed)
-
-
-def random_batch(rng, n=8):
-    return {"s": rng.standard_normal((n, 2)), "a": rng.uniform(-2, 2, (n, 1)), "r": rng.standard_normal(n),
-            "s2": rng.standard_normal((n, 2)), "d": (rng.random(n) < 0.3).astype(float)}
 
 
 def test_improvement_weights_by_hand():
@@ -132,22 +127,12 @@ def test_actor_losses_by_hand():
 
 
 def test_same_seed_same_batches_same_parameters():
-    learners = [tiny_rosmo(seed=0, bc_weight=0.5), tiny_rosmo(seed=0, bc_weight=0.5), tiny_rosmo(seed=1, bc_weight=0.5)]
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        batch = random_batch(rng)
-        metrics = [learner.update(batch) for learner in learners]  # interleaved: no shared generator
-    assert set(metrics[0]) == {"critic_loss", "actor_loss", "q_mean", "improvement_loss", "bc_loss",
-                               "lookahead_value_mean", "advantage_std", "positive_advantage_fraction",
-                               "improved_state_fraction"}
-    assert all(math.isfinite(value) for value in metrics[0].values())
-    assert metrics[0]["actor_loss"] == pytest.approx(metrics[0]["improvement_loss"] + 0.5 * metrics[0]["bc_loss"])
-    assert metrics[0] == metrics[1]
-    same, other = ([p.detach() for p in learner.actor.parameters()] for learner in learners[1:])
-    for a, b in zip((p.detach() for p in learners[0].actor.parameters()), same):
-        assert torch.equal(a, b)
-    assert not all(torch.equal(a, b) for a, b in zip(same, other))
-    assert isinstance(learners[0].actor_module(), TanhGaussianActor) and isinstance(learners[0].critic_module(), TwinQ)
+    metrics = same_seed_same_parameters([tiny_rosmo(seed=0, bc_weight=0.5), tiny_rosmo(seed=0, bc_weight=0.5),
+                                         tiny_rosmo(seed=1, bc_weight=0.5)])
+    assert set(metrics) == {"critic_loss", "actor_loss", "q_mean", "improvement_loss", "bc_loss",
+                            "lookahead_value_mean", "advantage_std", "positive_advantage_fraction",
+                            "improved_state_fraction"}
+    assert metrics["actor_loss"] == pytest.approx(metrics["improvement_loss"] + 0.5 * metrics["bc_loss"])
 
 
 @pytest.mark.parametrize("bc_weight", [0.0, 1.0, 100.0])
@@ -190,11 +175,7 @@ def test_rosmo_moves_the_actor_towards_the_best_action_the_model_knows(bc_weight
     (dict(steps=0), "rosmo.steps must be >= 1"),
 ])
 def test_invalid_settings_are_refused_naming_the_parameter(changes, message):
-    with pytest.raises(ConfigError) as err:
-        RosmoConfig(**changes)
-    assert message in str(err.value)
-    with pytest.raises(ConfigError, match=message.split()[0]):
-        from_params({f"rosmo.{name}": value for name, value in changes.items()})  # the params-file path
+    assert_refused(RosmoConfig, "rosmo", changes, message)
 
 
 def test_defaults_and_edges():
