@@ -35,6 +35,7 @@ setup(
             "sim = loop_ros.nodes.sim:main",
             "trainer = loop_ros.nodes.trainer:main",
             "foxglove_bridge = loop_ros.nodes.foxglove_bridge:main",
+            "lifecycle_manager = loop_ros.nodes.lifecycle_manager:main",
         ],
     },
 )

@@ -3,9 +3,16 @@ has one) and the ``planner`` with the task's params file, and with ``foxglove:=t
 bridge (ws://127.0.0.1:8765, ``foxglove.port``).
 
     ros2 launch loop_ros loop.launch.py [task:=rc_car | task:=gym:Hopper-v5 | task:=my_pkg.tasks:Arm]
-        [params_file:=/path/to/params.yaml] [foxglove:=true]
+        [params_file:=/path/to/params.yaml] [namespace:=/car0] [use_sim_time:=false] [log_level:=info]
+        [autostart:=true] [foxglove:=true]
         [signing_key:=/path/key.pem] [trusted_keys:="['/path/a.pub.pem', '/path/b.pub.pem']"]
         [discovery_range:=LOCALHOST] [explore:=false]
+
+Every node is a managed (lifecycle) node started unconfigured; with ``autostart:=true`` (the
+default) ``lifecycle_manager`` configures and activates them in start order (the trainer first, so
+it records from the first tick), as ``loop-ros up`` does; with ``autostart:=false`` they wait for
+yours (``ros2 lifecycle set /planner configure``...). ``namespace`` moves every node and topic
+under it (``/diagnostics`` and ``/clock`` stay global).
 
 The nodes come from ``loop_ros.nodes.task_nodes`` and the params file from the task
 (``loop_ros.settings.params_file_of``), as ``loop-ros up TASK`` starts them on machines without
@@ -48,13 +55,20 @@ def task_node_actions(context):
     # The sim and the planner start once the two other nodes subscribe to their state / action
     # (the bridge subscribes too, but they never wait for a viewer).
     common = {"task.name": task.name, "task.start_subscribers": len(names) - 1}
-    nodes = [Node(package="loop_ros", executable=name, name=name, output="screen",
-                  parameters=[*files, common, per_node.get(name, {})],
+    # Managed nodes wait unconfigured; lifecycle_manager (autostart) brings them up in order.
+    standard = {"autostart": False, "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}
+    foxglove = LaunchConfiguration("foxglove").perform(context).lower() == "true"
+    managed = names + ((FOXGLOVE,) if foxglove else ())
+    nodes = [Node(package="loop_ros", executable=name, name=name, namespace=LaunchConfiguration("namespace"),
+                  output="screen", parameters=[*files, common if name != FOXGLOVE else {"task.name": task.name},
+                                               standard, per_node.get(name, {})],
+                  arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
                   additional_env=TRAINER_ENV if name == TRAINER else None)
-             for name in names]
-    bridge = Node(package="loop_ros", executable=FOXGLOVE, name=FOXGLOVE, output="screen",
-                  parameters=[*files, {"task.name": task.name}], condition=IfCondition(LaunchConfiguration("foxglove")))
-    return [*nodes, bridge]
+             for name in managed]
+    manager = Node(package="loop_ros", executable="lifecycle_manager", name="lifecycle_manager",
+                   namespace=LaunchConfiguration("namespace"), output="screen", arguments=list(managed),
+                   condition=IfCondition(LaunchConfiguration("autostart")))
+    return [*nodes, manager]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -65,6 +79,12 @@ def generate_launch_description() -> LaunchDescription:
                                           "or package.module:attribute"),
         DeclareLaunchArgument("params_file", default_value="",
                               description="ROS 2 params file of every node (default: the task's own)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of every node and its topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="take time from /clock"),
+        DeclareLaunchArgument("log_level", default_value="info", description="the nodes' ROS log level"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the managed nodes in order (false: leave them "
+                                          "unconfigured for your lifecycle manager)"),
         DeclareLaunchArgument("foxglove", default_value="false",
                               description="also start the Foxglove bridge (a viewer of the planner)"),
         DeclareLaunchArgument("signing_key", default_value=str(private_key),

@@ -2,9 +2,10 @@
 and ``loop-ros bench loop`` use it).
 
 A process supervisor, not a launch clone: it starts the same node executables with the same
-params file as ``launch/loop.launch.py`` (the trainer unless told not to, then the task's nodes,
-``nodes.task_nodes``, once the trainer is up, so it records from the first tick; optionally the
-Foxglove bridge), stops everything when one node exits, stops all after a duration or a signal
+params file as ``launch/loop.launch.py`` (the trainer unless told not to, the task's nodes,
+``nodes.task_nodes``, optionally the Foxglove bridge) as managed nodes, brings them up in that
+order through their lifecycle services (the trainer is active before the sim steps, so it records
+from the first tick), stops everything when one node exits, stops all after a duration or a signal
 in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period) and merges the
 nodes' own summary files into one JSON summary.
 
@@ -23,13 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from loop_ros.cpu_quota import CpuQuota
 from loop_ros.nodes import FOXGLOVE, TRAINER, TRAINER_ENV, task_nodes
 
-READY_TIMEOUT_S = 120.0
-"""How long the task's nodes wait for the trainer to be up (it loads the replay first)."""
+MANAGED = "autostart:=false"
+"""Every node waits, unconfigured, to be brought up in order through its lifecycle services."""
 DEFAULT_DOMAIN_ID = 42
 STOP_GRACE_S = 10.0
 POLL_S = 0.1
@@ -50,12 +52,31 @@ def node_environment(domain_id: int | None) -> dict[str, str]:
     return env
 
 
-def node_command(name: str, params: Path | None, summary: Path, overrides: tuple[str, ...] = ()) -> list[str]:
+@dataclass(frozen=True)
+class NodeOptions:
+    """The standard ROS 2 options of every node of a run (the launch file's arguments of the same names)."""
+
+    namespace: str = ""
+    """Every node's namespace: its relative topics (state, action, model...) and its name move under it."""
+    log_level: str | None = None
+    use_sim_time: bool = False
+    autostart: bool = True
+    """Bring the nodes up through their lifecycle services; False: leave them unconfigured for the
+    user's own lifecycle manager (``ros2 lifecycle set``)."""
+
+    def ros_args(self) -> tuple[str, ...]:
+        namespace = ("-r", f"__ns:=/{self.namespace.strip('/')}") if self.namespace.strip("/") else ()
+        level = ("--log-level", self.log_level) if self.log_level else ()
+        return namespace + level + (("-p", "use_sim_time:=true") if self.use_sim_time else ())
+
+
+def node_command(name: str, params: Path | None, summary: Path, overrides: tuple[str, ...] = (),
+                 options: NodeOptions = NodeOptions()) -> list[str]:
     """The node's command line; ``overrides`` are ``section.field:=value`` parameters. The node
-    writes its summary to ``summary`` and creates ``ready_file(summary)`` once it is up."""
+    writes its summary to ``summary``."""
     params_file = ("--params-file", str(params)) if params is not None else ()
     return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
-            "--ready", str(ready_file(summary)), "--ros-args", *params_file, "-r", f"__node:={name}",
+            "--ros-args", *params_file, "-r", f"__node:={name}", *options.ros_args(),
             *(item for override in overrides for item in ("-p", override))]
 
 
@@ -99,29 +120,45 @@ def _die_with_parent() -> None:
         pass
 
 
-def ready_file(summary: Path) -> Path:
-    return summary.with_suffix(".ready")
-
-
 def start_nodes(names, params: Path | None, summary_dir: Path, env: dict,
                 overrides: dict[str, tuple[str, ...]] | None = None,
-                trainer_quota: CpuQuota | None = None) -> dict[str, subprocess.Popen]:
-    """Start ``names`` in order; the ones after the trainer once it is up (or has exited, or
-    ``READY_TIMEOUT_S`` passed). The trainer is put under ``trainer_quota`` when one is given."""
+                trainer_quota: CpuQuota | None = None, options: NodeOptions = NodeOptions()) -> dict[str, subprocess.Popen]:
+    """Start ``names`` as managed nodes that wait unconfigured (``autostart:=false``) for
+    ``bring_up_in_order``. The trainer is put under ``trainer_quota`` when one is given."""
     overrides, processes = overrides or {}, {}
     for name in names:
-        summary = summary_dir / f"{name}.json"
+        command = node_command(name, params, summary_dir / f"{name}.json", overrides.get(name, ()) + (MANAGED,),
+                               options)
         # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
-        processes[name] = subprocess.Popen(node_command(name, params, summary, overrides.get(name, ())),
-                                           env={**env, **TRAINER_ENV} if name == TRAINER else env,
+        processes[name] = subprocess.Popen(command, env={**env, **TRAINER_ENV} if name == TRAINER else env,
                                            start_new_session=True, preexec_fn=_die_with_parent)
-        if name == TRAINER:
-            if trainer_quota is not None:
-                trainer_quota.add(processes[name].pid)
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while not ready_file(summary).exists() and processes[name].poll() is None and time.monotonic() < deadline:
-                time.sleep(POLL_S)
+        if name == TRAINER and trainer_quota is not None:
+            trainer_quota.add(processes[name].pid)
     return processes
+
+
+def bring_up_in_order(processes: dict[str, subprocess.Popen], env: dict,
+                      options: NodeOptions = NodeOptions()) -> str | None:
+    """Configure and activate the nodes in start order through their lifecycle services
+    (``nodes.lifecycle_manager``: the trainer records before the sim steps). Returns why that
+    failed (a node exited meanwhile, or a transition failed), None once every node is active."""
+    command = [sys.executable, "-m", "loop_ros.nodes.lifecycle_manager", *processes, "--ros-args", *options.ros_args()]
+    manager = subprocess.Popen(command, env=env,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        while manager.poll() is None:
+            exited = [name for name, p in processes.items() if p.poll() is not None]
+            if exited:
+                return f"{exited[0]} exited with {processes[exited[0]].returncode} while being brought up"
+            time.sleep(POLL_S)
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+            manager.wait()
+    if manager.returncode == 0:
+        return None
+    errors = manager.stderr.read().strip().splitlines()  # its one line says which node and transition failed
+    return f"lifecycle bring-up failed: {errors[-1] if errors else f'exit {manager.returncode}'}"
 
 
 def supervise(processes: dict[str, subprocess.Popen], duration: float | None) -> tuple[str, int, bool]:
@@ -215,10 +252,10 @@ def learning_timeline(nodes: dict) -> dict:
 def bring_up(task, params: Path | None, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
              trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
              explore: bool = False, keys_dir: Path | None = None,
-             trainer_cpus: float | None = None) -> tuple[dict, bool]:
+             trainer_cpus: float | None = None, options: NodeOptions = NodeOptions()) -> tuple[dict, bool]:
     """Run the nodes of ``task`` (a ``core.tasks.Task``; and the trainer, and the Foxglove bridge) until
-    ``duration``, a signal or a node's exit, every node told ``task.name``; the trainer signs with and
-    the planner trusts ``key_overrides(params, keys_dir)``.
+    ``duration``, a signal or a node's exit, every node told ``task.name`` and given ``options``; the
+    trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
     """
@@ -238,8 +275,13 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
         start = time.monotonic()
         quota = CpuQuota(trainer_cpus) if trainer and trainer_cpus else None
         try:
-            processes = start_nodes(names, params, summary_dir, node_environment(domain_id), overrides, quota)
-            reason, signum, node_exited = supervise(processes, duration)
+            env = node_environment(domain_id)
+            processes = start_nodes(names, params, summary_dir, env, overrides, quota, options)
+            failure = bring_up_in_order(processes, env, options) if options.autostart else None
+            if failure is None:
+                reason, signum, node_exited = supervise(processes, duration)
+            else:
+                reason, signum, node_exited = failure, signal.SIGINT, True
             stop_nodes(processes, signum)
         finally:
             if quota is not None:

@@ -15,6 +15,7 @@ def test_the_node_executables_are_console_scripts():
                if ep.value.startswith("loop_ros.")}
     assert scripts["sim"] == "loop_ros.nodes.sim:main"
     assert scripts["planner"] == "loop_ros.nodes.planner:main"
+    assert scripts["lifecycle_manager"] == "loop_ros.nodes.lifecycle_manager:main"
 
 
 def test_launch_description_starts_the_tasks_nodes_with_its_params_file():
@@ -28,7 +29,8 @@ def test_launch_description_starts_the_tasks_nodes_with_its_params_file():
     spec.loader.exec_module(module)
     entities = module.generate_launch_description().entities
     arguments = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
-    assert [a.name for a in arguments] == ["task", "params_file", "foxglove", "signing_key", "trusted_keys",
+    assert [a.name for a in arguments] == ["task", "params_file", "namespace", "use_sim_time", "log_level",
+                                           "autostart", "foxglove", "signing_key", "trusted_keys",
                                            "discovery_range", "explore"]
     [discovery] = [e for e in entities if isinstance(e, SetEnvironmentVariable)]
     assert discovery.name[0].text == "ROS_AUTOMATIC_DISCOVERY_RANGE"
@@ -40,4 +42,7 @@ def test_launch_description_starts_the_tasks_nodes_with_its_params_file():
     [opaque] = [e for e in entities if isinstance(e, OpaqueFunction)]
     nodes = [n for n in module.task_node_actions(context) if isinstance(n, Node)]
     assert [(n.node_package, n.node_executable) for n in nodes] == [
-        ("loop_ros", "trainer"), ("loop_ros", "sim"), ("loop_ros", "planner"), ("loop_ros", "foxglove_bridge")]
+        ("loop_ros", "trainer"), ("loop_ros", "sim"), ("loop_ros", "planner"), ("loop_ros", "lifecycle_manager")]
+    context.launch_configurations["foxglove"] = "true"
+    assert [n.node_executable for n in module.task_node_actions(context)][-2:] == ["foxglove_bridge",
+                                                                                 "lifecycle_manager"]

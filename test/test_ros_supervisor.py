@@ -37,19 +37,23 @@ def test_a_node_dying_stops_the_others_and_fails_the_run(tmp_path):
     process = start_up(tmp_path, params, domain_id(4), "--duration", "60")
     assert finish(process, 40.0) == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["stopped_because"] == "sim exited with 2"
+    assert summary["stopped_because"].startswith("sim exited with 2")
     assert summary["exit_codes"] == {"sim": 2, "planner": 0}
     assert "sim.episode_steps must be >= 1" in (tmp_path / "up.log").read_text()
 
 
-def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly(tmp_path):
+def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly_under_a_namespace(tmp_path):
+    from nav_msgs.msg import Odometry
+
     domain = domain_id(5)
     process = start_up(tmp_path, params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none")}),
-                       domain)
+                       domain, "--namespace", "car7", "--log-level", "warn")
     probe = Probe(domain)
     try:
-        diagnostics = probe.diagnostics()
-        probe.wait_for(lambda: diagnostics and int(diagnostics[-1]["ticks"]) > 0, 20.0, "the planner to tick")
+        diagnostics = probe.diagnostics("/car7/planner")
+        states = probe.collect(Odometry, "/car7/state")
+        probe.wait_for(lambda: diagnostics and int(diagnostics[-1]["ticks"]) > 0 and states, 30.0,
+                       "the planner /car7/planner to tick on /car7/state")
     finally:
         probe.close()
     process.send_signal(signal.SIGTERM)
@@ -58,6 +62,27 @@ def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly(tmp_path):
     assert summary["stopped_because"] == "received SIGTERM"
     assert summary["exit_codes"] == {"sim": 0, "planner": 0}
     assert summary["ticks"] > 0 and summary["nodes"]["sim"]["steps"] > 0
+
+
+def test_without_autostart_the_nodes_wait_unconfigured_for_a_lifecycle_manager(tmp_path):
+    from lifecycle_msgs.msg import State
+
+    from loop_ros.nodes.lifecycle_manager import LifecycleClient
+
+    domain = domain_id(6)
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain, "--no-autostart")
+    probe = Probe(domain)
+    try:
+        for name in ("/sim", "/planner"):
+            client = LifecycleClient(probe.node, probe.executor, name)
+            assert client.wait(60.0) and client.state() == State.PRIMARY_STATE_UNCONFIGURED
+    finally:
+        probe.close()
+    process.send_signal(signal.SIGINT)
+    assert finish(process, 30.0) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exit_codes"] == {"sim": 0, "planner": 0}
+    assert set(summary["nodes"]["planner"]) == {"process_cpu_s"}  # never configured: it never ticked
 
 
 def test_node_commands_and_environment(tmp_path, monkeypatch):
@@ -69,7 +94,6 @@ def test_node_commands_and_environment(tmp_path, monkeypatch):
     assert task_nodes(make_task("rc_car")) == ("sim", "planner")
     assert node_command("sim", tmp_path / "p.yaml", tmp_path / "s.json") == [
         sys.executable, "-m", "loop_ros.nodes.sim", "--summary", str(tmp_path / "s.json"),
-        "--ready", str(tmp_path / "s.ready"),
         "--ros-args", "--params-file", str(tmp_path / "p.yaml"), "-r", "__node:=sim"]
 
 

@@ -18,7 +18,7 @@ from loop_ros.core.tasks import make_task, task_file_name
 from loop_ros.cpu_quota import CpuQuotaError
 from loop_ros.nodes import write_json
 from loop_ros.settings import TASK_HELP, params_file_of, task_argument
-from loop_ros.stack import DEFAULT_DOMAIN_ID, bring_up, fresh_overrides
+from loop_ros.stack import DEFAULT_DOMAIN_ID, NodeOptions, bring_up, fresh_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ed25519 key pair that signs the trainer's models and that the planner trusts, created "
                              "there if absent (default: $LOOP_ROS_KEYS_DIR, else ~/.ros/loop_ros/keys; with --fresh, a "
                              "new pair in the run's data_dir, so no model signed in another run is accepted)")
+    parser.add_argument("--namespace", default="",
+                        help="ROS namespace of every node (its topics and name move under it, e.g. /car0)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error", "fatal"),
+                        help="the nodes' ROS log level")
+    parser.add_argument("--use-sim-time", action="store_true",
+                        help="the nodes take their time from /clock (use_sim_time; a lock-step sim publishes it)")
+    parser.add_argument("--autostart", action=argparse.BooleanOptionalAction, default=True,
+                        help="bring the nodes up in order through their lifecycle services (default); with "
+                             "--no-autostart they wait unconfigured for your lifecycle manager (ros2 lifecycle set)")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--fresh", action="store_true",
@@ -65,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                                   explore=args.fresh if args.explore is None else args.explore,
                                   # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
                                   keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
-                                  trainer_cpus=args.trainer_cpus)
+                                  trainer_cpus=args.trainer_cpus,
+                                  options=NodeOptions(args.namespace, args.log_level, args.use_sim_time, args.autostart))
     except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2

@@ -74,8 +74,9 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
     """Spin the node made by ``make_node`` until SIGINT/SIGTERM, then write its summary.
 
     Non-ROS arguments: ``--summary FILE``, where the dict ``node.close()`` returns is written
-    as JSON on shutdown, and ``--ready FILE``, created once the node is up (its
-    subscriptions exist), for a supervisor that starts nodes in order. Our own signal handlers only set a flag, so the node is closed in
+    as JSON on shutdown, and ``--ready FILE``, created once the node is up (with ``autostart``:
+    configured and active; else once its lifecycle services exist), for a supervisor that starts
+    nodes in order. On shutdown the node goes through the lifecycle's shutdown transition. Our own signal handlers only set a flag, so the node is closed in
     order (worker threads joined, summary written) rather than torn down from inside
     rclpy's handler. Returns the exit code: 0, or 2 when the settings are invalid.
     """
@@ -97,6 +98,11 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
         print(f"invalid settings: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    if node.autostart and not started(node):
+        print(f"invalid settings: {node.transition_error}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
     # Every callback is short (heavy work runs in the nodes' own threads), so one executor
     # thread suffices; rclpy's MultiThreadedExecutor delayed a 50 Hz timer by up to 110 ms
     # (p99 44 ms) on 2 cores while messages flowed, the single-threaded one by < 2 ms.
@@ -112,12 +118,22 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
                 node.count_callback_error("executor", error)
     finally:
         executor.shutdown(timeout_sec=2.0)
-        summary = {**node.close(), "process_cpu_s": time.process_time()}  # every thread's CPU time
+        node.trigger_shutdown()  # an active node deactivates first (the planner brakes once)
+        summary = {**node.final_summary, "process_cpu_s": time.process_time()}  # every thread's CPU time
         node.destroy_node()
         rclpy.try_shutdown()
     if arguments.summary:
         write_json(arguments.summary, summary)
     return 0
+
+
+def started(node) -> bool:
+    """``autostart``: configure, then activate ``node`` (a ``managed_node.ManagedNode``); False
+    when a transition failed (its reason is in ``node.transition_error``)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    return all(transition() == TransitionCallbackReturn.SUCCESS
+               for transition in (node.trigger_configure, node.trigger_activate))
 
 
 def _node_arguments(argv: Sequence[str], description: str | None) -> argparse.Namespace:

@@ -15,14 +15,14 @@ from collections import Counter
 from typing import Callable
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode
 
 LOG_PERIOD_S = 1.0
 """At most one log line per failing callback and period."""
 
 
-class GuardedNode(Node):
-    """``rclpy.node.Node`` whose callbacks are guarded (module docstring)."""
+class GuardedNode(LifecycleNode):
+    """``rclpy.lifecycle.LifecycleNode`` whose callbacks are guarded (module docstring)."""
 
     def __init__(self, node_name: str, **kwargs):
         self.callback_errors: Counter[str] = Counter()

@@ -27,7 +27,7 @@ from loop_ros.core.odometry import pose_from_odometry
 from loop_ros.core.tasks.base import ARRAY
 from loop_ros.core.untrusted import checked_episode
 from loop_ros.nodes import StartGate, run_node
-from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.nodes.messages import (answer, diagnostics, float_array, observation_of_array, path_from_positions,
                                      state_key)
 from loop_ros.nodes.node_log import log_at
@@ -62,12 +62,18 @@ def state_reader(task):
     return Odometry, from_odometry
 
 
-class PlannerNode(GuardedNode):
-    """ARC / safeARC planning in a worker thread behind a fixed-rate action timer."""
+class PlannerNode(ManagedNode):
+    """ARC / safeARC planning in a worker thread behind a fixed-rate action timer, as a lifecycle
+    node: configure loads the model and starts planning on the states that come; activate starts
+    the tick (the only thing that publishes actions); deactivate publishes the safe action once
+    and stops it, so an inactive planner never sends an action or a plan."""
 
     def __init__(self, node_name: str = "planner"):
         super().__init__(node_name)
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
+        self._tick_timer = None
+
+    def configure_node(self) -> None:
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
         self.holder = ModelHolder()
@@ -85,24 +91,37 @@ class PlannerNode(GuardedNode):
         self._state_invalid = False
         self._edit_accepted_at: float | None = None
         self._published_states = None
-        self._make_interfaces(state_reader(self.task), configs["task"].control_rate_hz)
+        self._make_interfaces(state_reader(self.task))
         self._bundle_source = None
         self.worker.start()
-        self._load_bundle(configs)
+        try:
+            self._load_bundle(configs)
+        except BaseException:
+            self.close()
+            raise
 
-    def _make_interfaces(self, reader, rate_hz: float) -> None:
+    def activate_node(self) -> None:
+        self.worker.request_reset()  # a plan warm-started before the pause is stale
+        if not self.lockstep:  # lock-step: the plan worker answers each state (_answer), no tick
+            self._tick_timer = self.create_timer(1.0 / self.params.configs["task"].control_rate_hz, self._on_tick)
+
+    def deactivate_node(self) -> None:
+        if self._tick_timer is not None:
+            self.destroy_timer(self._tick_timer)
+            self._tick_timer = None
+        self.action_pub.publish(float_array(self.policy.safe_action))  # the robot brakes while we are away
+
+    def _make_interfaces(self, reader) -> None:
         # One executor thread runs these (see nodes.run_node); each callback is short, and
         # rclpy's executor serves ready timers before subscriptions, so the tick is never starved.
         state_type, self._obs_from_msg = reader
-        self.action_pub = self.create_publisher(Float64MultiArray, "action", 10)
+        self.action_pub = self.create_lifecycle_publisher(Float64MultiArray, "action", 10)
         self.start_gate = StartGate(self.action_pub, self.get_logger().warning)
-        self.plan_pub = self.create_publisher(Path, "plan", 1)
+        self.plan_pub = self.create_lifecycle_publisher(Path, "plan", 1)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(state_type, "state", self._on_state, LATEST_ONLY)
         self.create_subscription(String, "episode", self._on_episode, 10)
         self.create_subscription(UInt8MultiArray, "model", self._on_model, MODEL_QOS)
-        if not self.lockstep:  # lock-step: the plan worker answers each state (_answer), no tick
-            self.create_timer(1.0 / rate_hz, self._on_tick)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.create_timer(PATH_PERIOD_S, self._publish_path)
 
@@ -130,6 +149,8 @@ class PlannerNode(GuardedNode):
     def _answer(self, sample: StateSample, plan) -> None:
         """Lock-step, in the plan worker's thread: the one action that answers ``sample`` (the sim
         waits for it), from the plan made on it, else the safe action (no model yet, a failed plan)."""
+        if not self.active:  # inactive: no answer goes out; the sim waits
+            return
         try:
             action = self.policy.answer(time.monotonic(), plan, self.holder.current)
             self.action_pub.publish(answer(action, sample.key))
@@ -157,10 +178,13 @@ class PlannerNode(GuardedNode):
         seq = self._state.seq + 1 if self._state is not None else 0
         self._state = StateSample(obs, time.monotonic(), seq, state_key(msg, self.task) if self.lockstep else None)
         self._state_invalid = False
-        self.worker.offer_state(self._state)
+        if self.active:  # inactive: nothing to plan for
+            self.worker.offer_state(self._state)
 
     # ------------------------------------------------------------ settings and models
     def _on_settings(self, configs: dict) -> None:
+        if not self.configured:  # configure reads the parameters as they are then
+            return
         self._edit_accepted_at = time.monotonic()
         self.worker.offer_configs(configs)
         self._load_bundle(configs)

@@ -42,7 +42,7 @@ from loop_ros.core.config import ConfigError
 from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.base import ODOMETRY, NoSimulator
 from loop_ros.nodes import StartGate, run_node
-from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.nodes.messages import answered_key, array_state, checked_array, odometry_from_pose, state_key
 from loop_ros.nodes.params import ParameterBinding
 
@@ -78,12 +78,16 @@ class EpisodeStats:
                 "steps": self.steps, "terminated": self.terminated}
 
 
-class SimNode(GuardedNode):
-    """The task's simulation behind ``state`` / ``action`` topics."""
+class SimNode(ManagedNode):
+    """The task's simulation behind ``state`` / ``action`` topics, as a lifecycle node: configure
+    builds the simulator, activate starts stepping it, deactivate pauses it (the world waits)."""
 
     def __init__(self, node_name: str = "sim"):
         super().__init__(node_name)
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
+        self._step_timer = None
+
+    def configure_node(self) -> None:
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
         try:
@@ -101,10 +105,10 @@ class SimNode(GuardedNode):
         self._total_speed = 0.0
         self._total_steps = 0
         self._first_tick = self._last_tick = 0.0
-        self.state_pub = self.create_publisher(Odometry if self.task.state_message == ODOMETRY else Float64MultiArray,
-                                               "state", 10)
+        self.state_pub = self.create_lifecycle_publisher(
+            Odometry if self.task.state_message == ODOMETRY else Float64MultiArray, "state", 10)
         self.start_gate = StartGate(self.state_pub, self.get_logger().warning)
-        self.episode_pub = self.create_publisher(String, "episode", 10)
+        self.episode_pub = self.create_lifecycle_publisher(String, "episode", 10)
         self.create_subscription(Float64MultiArray, "action", self._on_action, QoSProfile(depth=1))
         self.lockstep = configs["task"].lockstep
         self.republished_states = 0
@@ -113,12 +117,20 @@ class SimNode(GuardedNode):
         self._answer: np.ndarray | None = None  # lock-step: the action answering the latest state, once it came
         self._awaited_key: int | None = None  # lock-step: the key of that state (nodes.messages.state_key)
         if self.lockstep:
-            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+            self.clock_pub = self.create_lifecycle_publisher(Clock, "/clock", 10)
             self._first_obs = self.env.reset(seed=configs["task"].seed)
+
+    def activate_node(self) -> None:
         tick = self._on_lockstep_tick if self.lockstep else self._on_tick
-        self.create_timer(1.0 / configs["task"].control_rate_hz, tick)
+        self._step_timer = self.create_timer(1.0 / self.params.configs["task"].control_rate_hz, tick)
+
+    def deactivate_node(self) -> None:
+        self.destroy_timer(self._step_timer)
+        self._step_timer = None
 
     def _on_settings(self, configs: dict) -> None:
+        if not self.configured:  # configure reads the parameters as they are then
+            return
         # Reference assignments, read by the env at its next step: no edit lands mid-step.
         self.env.safety = configs["safety"]
         self.env.episode_steps = configs["sim"].episode_steps

@@ -36,7 +36,7 @@ from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
 from loop_ros.core.tasks import make_task
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
 from loop_ros.nodes import run_node
-from loop_ros.nodes.guarded_node import GuardedNode
+from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.settings import bundle_path
 from loop_ros.nodes.messages import diagnostics
 from loop_ros.nodes.node_log import log_at
@@ -71,15 +71,21 @@ def first_version(bundle_dir: Path, planner_bundle: Path | None) -> int:
     return max(published_version(bundle_dir), published_version(planner_bundle) if planner_bundle else 0) + 1
 
 
-class TrainerNode(GuardedNode):
-    """Records the loop into the replay bags and learns from it in a thread."""
+class TrainerNode(ManagedNode):
+    """Records the loop into the replay bags and learns from it in a thread, as a lifecycle node:
+    configure loads the signing key and the replay, activate starts recording and learning,
+    deactivate stops recording and publishing (the learning thread goes on with what it has)."""
 
     def __init__(self, node_name: str = "trainer"):
         super().__init__(node_name)
-        configs = ParameterBinding(self, SECTIONS, lambda configs: None).configs
+        self.params = ParameterBinding(self, SECTIONS, lambda configs: None)
         # Every trainer setting is fixed at start: any edit is refused.
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
+        self._learning = False
+
+    def configure_node(self) -> None:
+        configs = self.params.configs
         self.signing_key = self._load_signing_key(configs["security"].signing_key)
         schedule = configs["trainer"]
         lower_process_priority(schedule.nice)
@@ -90,13 +96,17 @@ class TrainerNode(GuardedNode):
         self.publications: list[dict] = []  # when each model went out (wall time), and the learner's state then
         self.worker = self._make_worker(task, configs)
         self._load_replay()
-        self.model_pub = self.create_publisher(UInt8MultiArray, "model", MODEL_QOS)
+        self.model_pub = self.create_lifecycle_publisher(UInt8MultiArray, "model", MODEL_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for role, (topic, msgtype) in zip(ROLES, topics.types().items()):
             self.create_subscription(MESSAGE_CLASSES[msgtype], role, partial(self._on_message, topic), RECORD_QOS,
                                      raw=True)
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
-        self.worker.start()
+
+    def activate_node(self) -> None:
+        if not self._learning:  # one learning thread per configure; a pause does not end it
+            self.worker.start()
+            self._learning = True
 
     def _load_signing_key(self, path: str):
         """The Ed25519 private key that signs each published bundle; None (with a warning) when
@@ -131,11 +141,16 @@ class TrainerNode(GuardedNode):
 
     # ------------------------------------------------------------ callbacks (executor thread)
     def _on_message(self, topic: str, data: bytes) -> None:
+        if not self.active:  # an inactive trainer records nothing
+            return
         for transition in self.replay.record(topic, time.time_ns(), data):
             self.worker.offer(transition)
 
     def _publish_model(self, data: bytes, version: int) -> None:
         """Called from the training thread (rclpy publishers are thread-safe); signs ``data`` first."""
+        if not self.active:
+            self.get_logger().info(f"model version {version} not published: the trainer is inactive")
+            return
         if self.signing_key is not None:
             data = sign_bundle_bytes(data, self.signing_key)
         msg = UInt8MultiArray()
@@ -181,6 +196,7 @@ class TrainerNode(GuardedNode):
         self.worker.request_stop()
         self.replay.close()
         self.worker.stop()
+        self._learning = False
         return self.summary()
 
 

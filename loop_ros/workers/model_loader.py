@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable
@@ -78,6 +79,11 @@ def prepare_bundle(kind: str, source, expected: dict, fused: FusedKey | None,
 
 def _serve(connection) -> None:
     """The preparer process: answers ``prepare_bundle`` requests until the pipe closes."""
+    # A Ctrl-C sent to the whole process group (ros2 launch) is the planner's to handle: the child
+    # ends when the planner closes the pipe, without a KeyboardInterrupt traceback. (During its
+    # start-up imports, about a second after the planner's first load, SIGINT still stops it:
+    # blocking SIGINT in the parent around the start did not carry over to the child, measured.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(LOADER_NICE)
     while True:
         try:

@@ -1,0 +1,168 @@
+"""Managed (lifecycle) nodes: every loop_ros node is an ``rclpy.lifecycle`` node (REP-2002).
+
+The node's parameters are declared (and validated) when it is constructed, so they can be set
+before it is configured; the transitions then map to four hooks of the subclass:
+
+- configure (unconfigured -> inactive): ``configure_node()`` reads the parameters, loads and
+  verifies what the node needs (model, replay, simulator) and creates its publishers and
+  subscriptions. Everything created here is destroyed again at cleanup.
+- activate (inactive -> active): the lifecycle publishers are enabled, then ``activate_node()``
+  starts the node's work (ticking, stepping, recording).
+- deactivate (active -> inactive): ``deactivate_node()`` stops that work (the planner publishes
+  the safe action once first), then the lifecycle publishers are disabled: nothing goes out on
+  them while the node is inactive.
+- cleanup (inactive -> unconfigured) and shutdown (from any state): ``close()`` stops the node's
+  threads and returns its summary, which ``final_summary`` keeps.
+
+A transition that raises fails (the node stays where it was, with what configure had built torn
+down) and is logged with its reason, kept in ``transition_error``; nothing escapes to rclpy, which
+would turn it into an unlogged ERROR. The ``autostart`` parameter (default true, as Nav2's
+nodes have it) makes ``nodes.run_node`` configure and activate the node itself, so a plain
+``ros2 run`` just works; with ``autostart:=false`` a lifecycle manager (``loop-ros up``,
+``nodes.lifecycle_manager``, ``ros2 lifecycle set``) drives it through ``~/change_state``.
+"""
+from __future__ import annotations
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+
+from loop_ros.nodes.guarded_node import GuardedNode
+
+AUTOSTART = "autostart"
+
+
+class ManagedNode(GuardedNode):
+    """A guarded lifecycle node with ``configure_node`` / ``activate_node`` / ``deactivate_node`` /
+    ``close`` hooks (module docstring)."""
+
+    def __init__(self, node_name: str, **kwargs):
+        self._building = False
+        self._built: list = []  # entities created by configure_node, destroyed at cleanup
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter(AUTOSTART, True, ParameterDescriptor(
+            description="configure and activate the node at start (false: wait for a lifecycle manager)",
+            read_only=True))
+        self.configured = False
+        self.active = False
+        self.transition_error: str | None = None
+        self.final_summary: dict = {}
+
+    @property
+    def autostart(self) -> bool:
+        return bool(self.get_parameter(AUTOSTART).value)
+
+    # ------------------------------------------------------------ the subclass's hooks
+    def configure_node(self) -> None:
+        raise NotImplementedError
+
+    def activate_node(self) -> None:
+        """Start the node's work (its publishers are enabled already)."""
+
+    def deactivate_node(self) -> None:
+        """Stop the node's work (its publishers are still enabled)."""
+
+    def close(self) -> dict:
+        """Stop the node's threads; returns its summary."""
+        return {}
+
+    def summary(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------ rclpy's transition callbacks
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def configure():
+            self._building = True
+            try:
+                self.configure_node()
+            except BaseException:
+                self._tear_down()
+                raise
+            finally:
+                self._building = False
+            self.configured = True
+        return self._transition("configure", configure, lambda: super(ManagedNode, self).on_configure(state))
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def activate():
+            super(ManagedNode, self).on_activate(state)  # enables the lifecycle publishers
+            try:
+                self.activate_node()
+            except BaseException:
+                super(ManagedNode, self).on_deactivate(state)
+                raise
+            self.active = True
+        return self._transition("activate", activate)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("deactivate", lambda: self._deactivate(state))
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._tear_down)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def shut_down():
+            if self.active:
+                self._deactivate(state)
+            self._tear_down()
+        return self._transition("shutdown", shut_down)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("error processing", self._tear_down)
+
+    def _deactivate(self, state: LifecycleState) -> None:
+        self.active = False
+        try:
+            self.deactivate_node()
+        finally:
+            super().on_deactivate(state)  # disables the lifecycle publishers
+
+    def _tear_down(self) -> None:
+        """Stop the threads (keeping the summary) and destroy what configure built."""
+        if self.configured:
+            self.final_summary = self.close()
+        self.configured = False
+        built, self._built = self._built, []
+        for entity in reversed(built):
+            self._destroy(entity)
+
+    def _transition(self, name: str, action, then=None) -> TransitionCallbackReturn:
+        try:
+            action()
+            result = then() if then is not None else TransitionCallbackReturn.SUCCESS
+        except Exception as error:  # noqa: BLE001 - a failed transition is reported, never raised into rclpy
+            self.transition_error = f"{name} failed: {error}"
+            self.get_logger().error(f"lifecycle transition {self.transition_error}")
+            return TransitionCallbackReturn.FAILURE
+        self.transition_error = None
+        return result
+
+    # ------------------------------------------------------------ what configure builds is owned
+    def _owned(self, entity):
+        if self._building:
+            self._built.append(entity)
+        return entity
+
+    def _destroy(self, entity) -> None:
+        destroy = {"Subscription": self.destroy_subscription, "Timer": self.destroy_timer,
+                   "LifecyclePublisher": self.destroy_lifecycle_publisher,
+                   "Publisher": self.destroy_publisher}
+        for kind in type(entity).__mro__:
+            if kind.__name__ in destroy:
+                destroy[kind.__name__](entity)
+                return
+
+    def create_subscription(self, *args, **kwargs):
+        return self._owned(super().create_subscription(*args, **kwargs))
+
+    def create_timer(self, *args, **kwargs):
+        return self._owned(super().create_timer(*args, **kwargs))
+
+    def create_publisher(self, *args, **kwargs):
+        return self._owned(super().create_publisher(*args, **kwargs))
+
+    def create_lifecycle_publisher(self, *args, **kwargs):
+        return self._owned(super().create_lifecycle_publisher(*args, **kwargs))
+
+    def lifecycle_state(self) -> str:
+        """'unconfigured', 'inactive', 'active' or 'finalized'."""
+        return self._state_machine.current_state[1]
