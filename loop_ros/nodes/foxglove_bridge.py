@@ -1,23 +1,30 @@
 """Foxglove bridge node: what the planner sees and plans, served live to Foxglove.
 
-Subscribes ``state``, ``plan``, ``action``, ``episode``, ``/diagnostics`` and the planner's
-accepted parameter edits (``/parameter_events``, so a live ``safety.keep_in_radius`` edit shows at
-once) and serves, on a WebSocket at ``foxglove.host:foxglove.port`` (127.0.0.1:8765 by default;
-subprotocol foxglove.sdk.v1):
+A lifecycle node (``managed_node.ManagedNode``): configure subscribes ``state``, ``plan``,
+``action``, ``episode``, ``/diagnostics`` and the planner's parameter events (``/parameter_events``,
+so a live ``safety.keep_in_radius`` edit shows at once) and creates the channels; activate starts
+the WebSocket server at ``foxglove.host:foxglove.port`` (127.0.0.1:8765 by default; subprotocol
+foxglove.sdk.v1), deactivate stops it. It serves:
 
-- ``/scene`` (foxglove.SceneUpdate, ``foxglove.scene_rate_hz``): the car, the planned mean path,
-  the keep-in circle and obstacles, the task's target circle, in ``odom``;
+- ``/scene`` (foxglove.SceneUpdate, ``foxglove.scene_rate_hz``, entities stamped): the car, the
+  planned mean path, the keep-in circle and obstacles, the task's target circle, in ``odom``;
 - ``/tf`` (foxglove.FrameTransform ``odom`` -> ``base_link``) per state;
-- ``/state``, ``/action``, ``/episode`` and ``/diagnostics/<status>`` as JSON, numbers as numbers
-  for the Plot panel (e.g. ``/diagnostics/planner/planning.plan_latency_p99_ms``).
+- ``/state``, ``/action``, ``/episode`` and ``/diagnostics/<status>`` as JSON with a JSON schema
+  each (``foxglove_scene``), numbers as numbers for the Plot panel (e.g.
+  ``/diagnostics/planner/planning.plan_latency_p99_ms``);
+- the planner's parameters (Parameters capability, ``foxglove_parameters``): listed with their
+  values, edits forwarded to the planner, which validates them; their descriptions and ranges on
+  ``<foxglove.planner_node>/parameter_descriptions`` (JSON), which Foxglove's Parameter cannot carry.
 
 A state, path or action that is not finite is counted, logged and not shown; nothing else changes.
+``config/foxglove_layout.json`` is a Foxglove layout of these channels.
 
 Run: ``python -m loop_ros.nodes.foxglove_bridge --ros-args --params-file config/rc_car.yaml``
 (or ``loop-ros up rc_car --foxglove``), then open Foxglove on ``ws://127.0.0.1:8765``.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
@@ -25,8 +32,10 @@ import foxglove
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from foxglove.channels import FrameTransformChannel, SceneUpdateChannel
+from foxglove.websocket import Capability
 from nav_msgs.msg import Odometry, Path
-from rcl_interfaces.msg import ParameterEvent
+from rcl_interfaces.msg import ParameterEvent, ParameterType
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String
@@ -37,13 +46,16 @@ from loop_ros.core.untrusted import MAX_ABS_VALUE, checked_episode
 from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.base import ODOMETRY
 from loop_ros.nodes import run_node
-from loop_ros.nodes.guarded_node import GuardedNode
-from loop_ros.nodes.foxglove_scene import body_transform, numeric_values, scene_update
+from loop_ros.nodes.foxglove_parameters import PlannerParameters, PlannerParametersListener, foxglove_parameter
+from loop_ros.nodes.foxglove_scene import (ACTION, EPISODE, OBSERVATION_STATE, PARAMETER_DESCRIPTIONS, POSE_STATE,
+                                           body_transform, diagnostics_channel, json_channel, numeric_values,
+                                           scene_update)
+from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_array, observation_of_array
 from loop_ros.nodes.params import ParameterBinding, edited_configs
 
 SECTIONS = ("task", "safety", "foxglove")
-FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz")
+FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz", "foxglove.planner_node")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
 """The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
@@ -51,6 +63,10 @@ MAX_PATH_POSES = 1000
 """Longest planned path shown (the planner's has horizon + 1 poses)."""
 MAX_DIAGNOSTICS_CHANNELS = 64
 """Diagnostic statuses given a channel each; a peer cannot make the bridge open channels without end."""
+PLANNER_TIMEOUT_S = 2.0
+"""Longest wait for the planner's answer to one parameter request of a client."""
+DESCRIPTIONS_PERIOD_S = 1.0
+"""The planner's parameter descriptions, once listed, are sent this often (for clients that subscribe later too)."""
 
 
 def diagnostics_topic(status_name: str) -> str:
@@ -58,44 +74,85 @@ def diagnostics_topic(status_name: str) -> str:
     return "/diagnostics/" + re.sub(r"[^A-Za-z0-9_/]+", "_", status_name.replace(": ", "/")).strip("/_")
 
 
-class FoxgloveBridgeNode(GuardedNode):
-    """Serves the planner's view (state, plan, constraints, diagnostics) to Foxglove."""
+class FoxgloveBridgeNode(ManagedNode):
+    """Serves the planner's view (state, plan, constraints, diagnostics) and parameters to Foxglove."""
 
     def __init__(self, node_name: str = "foxglove_bridge"):
         super().__init__(node_name)
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
+        self.server: foxglove.websocket.WebSocketServer | None = None  # while active
+        self.port: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def configure_node(self) -> None:
         configs = self.params.configs
         self.task = make_task(configs["task"].name)
         self.safety = configs["safety"]
+        # a relative name resolves in the bridge's namespace, as a topic would
+        self.planner = expand_topic_name(configs["foxglove"].planner_node, self.get_name(), self.get_namespace())
         self.sent: Counter[str] = Counter()  # messages per channel
         self.invalid: Counter[str] = Counter()  # inputs not shown, by kind
         self.safety_updates = 0
         self._pose: np.ndarray | None = None
         self._plan_xy: np.ndarray | None = None
-        server_config = configs["foxglove"]
-        try:
-            self.server = foxglove.start_server(name=node_name, host=server_config.host, port=server_config.port)
-        except RuntimeError as error:  # e.g. the port is taken: a setting the user must change
-            raise ConfigError(f"foxglove.port: no server on {server_config.host}:{server_config.port}: {error}") from error
-        self.port = self.server.port  # the bound one (foxglove.port 0: a free port)
-        self.scene_channel = SceneUpdateChannel("/scene")
-        self.tf_channel = FrameTransformChannel("/tf")
-        self.json_channels = {name: foxglove.Channel(name) for name in ("/state", "/action", "/episode")}
-        self.diagnostics_channels: dict[str, foxglove.Channel] = {}
+        self._descriptions: dict | None = None
+        pose_states = self.task.state_message == ODOMETRY
+        self._make_channels(pose_states)
+        self.parameters = PlannerParametersListener(PlannerParameters(self, self.planner, PLANNER_TIMEOUT_S),
+                                                    self._show_descriptions, self.count_callback_error,
+                                                    self.get_logger())
         # Best effort: a viewer that falls behind must never make a writer of the control loop
         # wait for its acknowledgements.
-        pose_states = self.task.state_message == ODOMETRY
         state_input = (Odometry, self._on_state) if pose_states else (Float64MultiArray, self._on_array_state)
-        for msg_type, topic, callback in ((*state_input[:1], "state", state_input[1]), (Path, "plan", self._on_plan),
+        for msg_type, topic, callback in ((state_input[0], "state", state_input[1]), (Path, "plan", self._on_plan),
                                           (Float64MultiArray, "action", self._on_action),
                                           (String, "episode", self._on_episode),
                                           (DiagnosticArray, "/diagnostics", self._on_diagnostics)):
             self.create_subscription(msg_type, topic, callback, VIEWER_QOS)
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
-        self.create_timer(1.0 / server_config.scene_rate_hz, self._publish_scene)
+        self.create_timer(1.0 / configs["foxglove"].scene_rate_hz, self._publish_scene)
+        self.create_timer(DESCRIPTIONS_PERIOD_S, self._publish_descriptions)
+
+    def _make_channels(self, pose_states: bool) -> None:
+        """The channels, advertised to clients from activation on (diagnostics ones as statuses arrive)."""
+        self.scene_channel = SceneUpdateChannel("/scene")
+        self.tf_channel = FrameTransformChannel("/tf")
+        self.state_channel = json_channel("/state", "loop_ros.PoseState", "the car's pose and velocity in odom",
+                                          POSE_STATE) if pose_states else \
+            json_channel("/state", "loop_ros.ObservationState", "the task's state", OBSERVATION_STATE)
+        self.action_channel = json_channel("/action", "loop_ros.Action", "the planner's action", ACTION)
+        self.episode_channel = json_channel("/episode", "loop_ros.Episode", "one finished episode", EPISODE)
+        self.descriptions_channel = json_channel(f"{self.planner}/parameter_descriptions",
+                                                 "loop_ros.ParameterDescriptions", f"the parameters of {self.planner}",
+                                                 PARAMETER_DESCRIPTIONS)
+        self.diagnostics_channels: dict[str, foxglove.Channel] = {}
+
+    def activate_node(self) -> None:
+        server_config = self.params.configs["foxglove"]
+        try:
+            self.server = foxglove.start_server(name=self.get_name(), host=server_config.host, port=server_config.port,
+                                                capabilities=[Capability.Parameters], server_listener=self.parameters)
+        except RuntimeError as error:  # e.g. the port is taken: a setting the user must change
+            raise ConfigError(f"foxglove.port: no server on {server_config.host}:{server_config.port}: {error}") from error
+        self.port = self.server.port  # the bound one (foxglove.port 0: a free port)
+        self.parameters.serve(self.server)
         self.get_logger().info(f"Foxglove: open ws://{server_config.host}:{self.port} "
                                "(the scene's fixed frame is 'odom')")
+
+    def deactivate_node(self) -> None:
+        self.parameters.serve(None)  # a request waiting for the planner ends now, not at its deadline
+        server, self.server = self.server, None
+        server.stop()
+
+    def close(self) -> dict:
+        """Destroys the parameter clients and closes the channels (what configure made besides the
+        subscriptions and timers, which ManagedNode destroys); returns the summary."""
+        self.parameters.planner.destroy()
+        for channel in (self.scene_channel, self.tf_channel, self.state_channel, self.action_channel,
+                        self.episode_channel, self.descriptions_channel, *self.diagnostics_channels.values()):
+            channel.close()
+        return self.summary()
 
     # ------------------------------------------------------------ inputs
     def _on_settings(self, configs: dict) -> None:
@@ -107,11 +164,12 @@ class FoxgloveBridgeNode(GuardedNode):
             self._count_invalid("state", "non-finite state or non-unit orientation")
             return
         self._pose = pose
-        self.tf_channel.log(body_transform(pose, ODOM_FRAME, BODY_FRAME, _stamp_ns(msg.header.stamp)))
-        self.sent["/tf"] += 1
+        if self.server is not None:
+            self.tf_channel.log(body_transform(pose, ODOM_FRAME, BODY_FRAME, _stamp_ns(msg.header.stamp)))
+            self.sent["/tf"] += 1
         fields = dict(zip(POSE_NAMES, pose.tolist()))
         fields.update(speed=float(np.hypot(pose[3], pose[4])), radius=float(np.hypot(pose[0], pose[1])))
-        self._log_json("/state", fields)
+        self._log_json(self.state_channel, fields)
 
     def _on_array_state(self, msg: Float64MultiArray) -> None:
         """A task without a pose: its observation as numbers, for the Plot panel (no scene body)."""
@@ -119,7 +177,7 @@ class FoxgloveBridgeNode(GuardedNode):
         if obs is None:
             self._count_invalid("state", "state of the wrong size, non-finite or too large")
             return
-        self._log_json("/state", {"observation": obs.tolist()})
+        self._log_json(self.state_channel, {"observation": obs.tolist()})
 
     def _on_plan(self, msg: Path) -> None:
         if len(msg.poses) > MAX_PATH_POSES:
@@ -136,14 +194,14 @@ class FoxgloveBridgeNode(GuardedNode):
         if action is None:
             self._count_invalid("action", "non-finite or wrong-sized action")
             return
-        self._log_json("/action", {"action": action.tolist()})
+        self._log_json(self.action_channel, {"action": action.tolist()})
 
     def _on_episode(self, msg: String) -> None:
         record = checked_episode(msg.data)
         if record is None:
             self._count_invalid("episode", "episode message that is not a JSON object")
             return
-        self._log_json("/episode", record)
+        self._log_json(self.episode_channel, record)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -151,19 +209,24 @@ class FoxgloveBridgeNode(GuardedNode):
             if topic not in self.diagnostics_channels and len(self.diagnostics_channels) >= MAX_DIAGNOSTICS_CHANNELS:
                 self._count_invalid("diagnostics", f"more than {MAX_DIAGNOSTICS_CHANNELS} diagnostic statuses")
                 continue
-            if topic not in self.diagnostics_channels:
-                self.diagnostics_channels[topic] = foxglove.Channel(topic)
             level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
             values = numeric_values({kv.key: kv.value for kv in status.values})
-            self.diagnostics_channels[topic].log({"level": level, "message": status.message, **values})
-            self.sent[topic] += 1
+            if topic not in self.diagnostics_channels:
+                self.diagnostics_channels[topic] = diagnostics_channel(topic, values)
+            self._log_json(self.diagnostics_channels[topic], {"level": level, "message": status.message, **values})
 
     def _on_parameter_event(self, event: ParameterEvent) -> None:
-        """The planner's accepted edits of ``safety.*`` (refused edits publish no event)."""
-        if event.node != self.params.configs["foxglove"].planner_node:
+        """The planner's accepted edits (refused edits publish no event): shown to the clients that
+        watch those parameters, and its ``safety.*`` ones drawn in the scene."""
+        if event.node != self.planner:
             return
-        edits = {p.name: parameter_value_to_python(p.value)
-                 for p in (*event.new_parameters, *event.changed_parameters) if p.name.startswith("safety.")}
+        # A parameter declared without a value (the planner's empty lists, set right after)
+        # comes as NOT_SET: there is nothing to show yet.
+        changed = [p for p in (*event.new_parameters, *event.changed_parameters)
+                   if p.value.type != ParameterType.PARAMETER_NOT_SET]
+        if self.server is not None and changed:
+            self.server.publish_parameter_values([foxglove_parameter(p.name, p.value) for p in changed])
+        edits = {p.name: parameter_value_to_python(p.value) for p in changed if p.name.startswith("safety.")}
         if not edits:
             return
         try:
@@ -173,30 +236,48 @@ class FoxgloveBridgeNode(GuardedNode):
             return
         self.safety_updates += 1
 
+    def _show_descriptions(self, records: list[dict]) -> None:
+        """From a server thread, after each parameter listing: kept for ``_publish_descriptions``."""
+        self._descriptions = {"node": self.planner, "parameters": records}
+
     # ------------------------------------------------------------ outputs
     def _publish_scene(self) -> None:
         # Sent at a fixed rate, not on change, so a viewer that connects later gets the whole scene.
-        self.scene_channel.log(scene_update(ODOM_FRAME, self._pose, self._plan_xy, self.safety, self.task.view_circles()))
+        if self.server is None:
+            return
+        stamp_ns = self.get_clock().now().nanoseconds
+        self.scene_channel.log(scene_update(ODOM_FRAME, stamp_ns, self._pose, self._plan_xy, self.safety,
+                                            self.task.view_circles()))
         self.sent["/scene"] += 1
 
-    def _log_json(self, topic: str, payload: dict) -> None:
-        self.json_channels[topic].log(payload)
-        self.sent[topic] += 1
+    def _publish_descriptions(self) -> None:
+        if self._descriptions is not None:
+            self._log_json(self.descriptions_channel, self._descriptions)
+
+    def _log_json(self, channel: foxglove.Channel, payload: dict) -> None:
+        """Sent while serving; a payload with a NaN or infinity is not (Foxglove's JSON has none)."""
+        if self.server is None:
+            return
+        try:
+            text = json.dumps(payload, allow_nan=False)
+        except ValueError:
+            self._count_invalid(channel.topic().strip("/"), "a non-finite number")
+            return
+        channel.log(text)
+        self.sent[channel.topic()] += 1
 
     def _count_invalid(self, what: str, reason: str) -> None:
         self.invalid[what] += 1
         self.get_logger().warning(f"{reason}: not shown", throttle_duration_sec=2.0)
 
     def summary(self) -> dict:
-        """The server's port, messages sent per channel, inputs not shown, and the geometry shown."""
+        """The server's port, messages sent per channel, inputs not shown, parameter requests of
+        the clients, and the geometry shown."""
         return {"port": self.port, "sent": dict(sorted(self.sent.items())), "invalid": dict(self.invalid),
                 "callback_errors": dict(self.callback_errors),
+                "parameter_requests": dict(self.parameters.requests),
                 "safety_updates": self.safety_updates,
                 "safety": {"keep_in_radius": self.safety.keep_in_radius, "obstacles": list(self.safety.obstacles)}}
-
-    def close(self) -> dict:
-        self.server.stop()
-        return self.summary()
 
 
 def _stamp_ns(stamp) -> int:
