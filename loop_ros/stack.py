@@ -30,6 +30,8 @@ from pathlib import Path
 from loop_ros.cpu_quota import CpuQuota
 from loop_ros.nodes import FOXGLOVE, TRAINER, TRAINER_ENV, task_nodes
 
+ROBOT_PREFIX = "robot"
+"""A fleet's namespaces: robot0, robot1, ... (under ``--namespace`` when one is given)."""
 MANAGED = "autostart:=false"
 """Every node waits, unconfigured, to be brought up in order through its lifecycle services."""
 DEFAULT_DOMAIN_ID = 42
@@ -64,20 +66,33 @@ class NodeOptions:
     """Bring the nodes up through their lifecycle services; False: leave them unconfigured for the
     user's own lifecycle manager (``ros2 lifecycle set``)."""
 
-    def ros_args(self) -> tuple[str, ...]:
-        namespace = ("-r", f"__ns:=/{self.namespace.strip('/')}") if self.namespace.strip("/") else ()
+    def ros_args(self, robot: str = "") -> tuple[str, ...]:
+        """The ROS arguments of a node of ``robot`` (a fleet's sub-namespace; "": the run's own)."""
+        path = "/".join(part for part in (self.namespace.strip("/"), robot) if part)
+        namespace = ("-r", f"__ns:=/{path}") if path else ()
         level = ("--log-level", self.log_level) if self.log_level else ()
         return namespace + level + (("-p", "use_sim_time:=true") if self.use_sim_time else ())
 
 
 def node_command(name: str, params: Path | None, summary: Path, overrides: tuple[str, ...] = (),
                  options: NodeOptions = NodeOptions()) -> list[str]:
-    """The node's command line; ``overrides`` are ``section.field:=value`` parameters. The node
+    """The command line of node ``name`` (``planner``, or ``robot0/planner`` in a fleet: the robot's
+    namespace, then the node); ``overrides`` are ``section.field:=value`` parameters. The node
     writes its summary to ``summary``."""
+    robot, _, node = name.rpartition("/")
     params_file = ("--params-file", str(params)) if params is not None else ()
-    return [sys.executable, "-m", f"loop_ros.nodes.{name}", "--summary", str(summary),
-            "--ros-args", *params_file, "-r", f"__node:={name}", *options.ros_args(),
+    return [sys.executable, "-m", f"loop_ros.nodes.{node}", "--summary", str(summary),
+            "--ros-args", *params_file, "-r", f"__node:={node}", *options.ros_args(robot),
             *(item for override in overrides for item in ("-p", override))]
+
+
+def robot_names(robots: int) -> tuple[str, ...]:
+    """The namespaces of a fleet of ``robots`` (``--robots N``); () for one robot, which keeps the run's own."""
+    return tuple(f"{ROBOT_PREFIX}{i}" for i in range(robots)) if robots > 1 else ()
+
+
+def summary_path(summary_dir: Path, name: str) -> Path:
+    return summary_dir / f"{name.replace('/', '.')}.json"
 
 
 def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
@@ -88,21 +103,27 @@ def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
             "planner": (f"task.bundle:={data_dir / 'bundle'}",)}
 
 
-def key_overrides(params: Path | None, keys_dir: Path | None = None) -> dict[str, tuple[str, ...]]:
+def key_overrides(params: Path | None, keys_dir: Path | None = None,
+                  started: tuple[str, ...] = (TRAINER, "planner")) -> dict[str, tuple[str, ...]]:
     """The trainer signs with, and the planner trusts, the key pair in ``keys_dir`` (created if
     absent, ``core.signing.ensure_key_pair``), unless the params file sets ``security.signing_key``
     (trainer) or ``security.trusted_keys`` (planner). Values are written as YAML strings, so any
     path passes ``-p`` intact."""
     from loop_ros.core.params_file import load_params_file
-    from loop_ros.core.signing import ensure_key_pair
+    from loop_ros.core.signing import default_keys_dir, ensure_key_pair, key_paths
 
     overrides: dict[str, tuple[str, ...]] = {}
-    wanted = {TRAINER: "security.signing_key", "planner": "security.trusted_keys"}
+    wanted = {name: key for name, key in {TRAINER: "security.signing_key", "planner": "security.trusted_keys"}.items()
+              if name in started}  # a robot without a trainer (--no-trainer) needs no private key
     for name, key in wanted.items():
         if params is None or not any(load_params_file(str(params), node).get(key) for node in (name, f"/{name}")):
             overrides[name] = ()
     if overrides:
-        private, public = (path.resolve() for path in ensure_key_pair(keys_dir))
+        # A robot whose trainer runs elsewhere only needs the workstation's public key copied here.
+        private, public = key_paths(default_keys_dir() if keys_dir is None else keys_dir)
+        if TRAINER in overrides or not public.is_file():
+            private, public = ensure_key_pair(keys_dir)
+        private, public = private.resolve(), public.resolve()
         if TRAINER in overrides:
             overrides[TRAINER] = (f"security.signing_key:={json.dumps(str(private))}",)
         if "planner" in overrides:
@@ -127,7 +148,7 @@ def start_nodes(names, params: Path | None, summary_dir: Path, env: dict,
     ``bring_up_in_order``. The trainer is put under ``trainer_quota`` when one is given."""
     overrides, processes = overrides or {}, {}
     for name in names:
-        command = node_command(name, params, summary_dir / f"{name}.json", overrides.get(name, ()) + (MANAGED,),
+        command = node_command(name, params, summary_path(summary_dir, name), overrides.get(name, ()) + (MANAGED,),
                                options)
         # A session of their own: a terminal's Ctrl-C reaches the nodes once, through us.
         processes[name] = subprocess.Popen(command, env={**env, **TRAINER_ENV} if name == TRAINER else env,
@@ -200,24 +221,38 @@ def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: flo
 
 def merged_summary(task_name: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
                    summary_dir: Path) -> dict:
-    """Headline figures of the planner (rate, misses, model swaps), the sim (violations, returns) and
-    the trainer (replay size, why states completed no transition, models published), and each
-    node's summary."""
+    """Headline figures of the trainer (replay size, why states completed no transition, models
+    published) and of the robot (``robot_figures``; a fleet's under ``robots``, by namespace), and
+    each node's summary."""
     nodes = {}
     for name in processes:
-        path = summary_dir / f"{name}.json"
+        path = summary_path(summary_dir, name)
         nodes[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     summary = {"task": task_name, "stopped_because": reason, "wall_time_s": elapsed_s,
                "exit_codes": {name: p.returncode for name, p in processes.items()}}
-    for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS), (TRAINER, TRAINER_KEYS)):
-        summary.update({key: (nodes.get(name) or {}).get(key) for key in keys})
-    summary["swaps_rejected"] = (nodes.get("planner") or {}).get("bundle_errors")
     trainer = nodes.get(TRAINER) or {}
+    summary.update({key: trainer.get(key) for key in TRAINER_KEYS})
     summary["replay_unpaired"] = {key.removeprefix(UNPAIRED): n for key, n in trainer.items()
                                   if key.startswith(UNPAIRED)}
-    summary["learning"] = learning_timeline(nodes)
+    robots = sorted({name.rpartition("/")[0] for name in processes if "/" in name})
+    if robots:  # a fleet: each robot's figures under its name
+        summary["robots"] = {robot: robot_figures({name.rpartition("/")[2]: node for name, node in nodes.items()
+                                                   if name.startswith(f"{robot}/")} | {TRAINER: trainer})
+                             for robot in robots}
+    else:
+        summary.update(robot_figures(nodes))
     summary["nodes"] = nodes
     return summary
+
+
+def robot_figures(nodes: dict) -> dict:
+    """Headline figures of one robot's planner (rate, misses, model swaps) and sim (violations,
+    returns), and how its online learning went (``learning_timeline``)."""
+    figures = {key: (nodes.get(name) or {}).get(key) for name, keys in (("planner", PLANNER_KEYS), ("sim", SIM_KEYS))
+               for key in keys}
+    figures["swaps_rejected"] = (nodes.get("planner") or {}).get("bundle_errors")
+    figures["learning"] = learning_timeline(nodes)
+    return figures
 
 
 def learning_timeline(nodes: dict) -> dict:
@@ -252,24 +287,32 @@ def learning_timeline(nodes: dict) -> dict:
 def bring_up(task, params: Path | None, duration: float | None, overrides: dict[str, tuple[str, ...]] | None = None,
              trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
              explore: bool = False, keys_dir: Path | None = None,
-             trainer_cpus: float | None = None, options: NodeOptions = NodeOptions()) -> tuple[dict, bool]:
+             trainer_cpus: float | None = None, options: NodeOptions = NodeOptions(),
+             robots: int = 1) -> tuple[dict, bool]:
     """Run the nodes of ``task`` (a ``core.tasks.Task``; and the trainer, and the Foxglove bridge) until
     ``duration``, a signal or a node's exit, every node told ``task.name`` and given ``options``; the
-    trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``.
+    trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``. ``robots`` > 1: a
+    fleet, each robot's nodes in its own namespace (``robot_names``), all on the one trainer.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
     """
-    loop = ((TRAINER,) if trainer else ()) + task_nodes(task)
-    names = loop + ((FOXGLOVE,) if foxglove else ())
-    overrides = {name: (f"task.name:={json.dumps(task.name)}",) + (overrides or {}).get(name, ()) for name in names}
-    for name, keys in key_overrides(params, keys_dir).items():
-        overrides[name] = overrides.get(name, ()) + keys
+    fleet = robot_names(robots)
+    per_robot = tuple(f"{robot}/{node}".lstrip("/") for robot in fleet or ("",) for node in task_nodes(task))
+    bridge = (f"{fleet[0]}/{FOXGLOVE}" if fleet else FOXGLOVE,) if foxglove else ()  # a fleet's view: the first robot
+    names = ((TRAINER,) if trainer else ()) + per_robot + bridge
+    by_kind = {**(overrides or {})}  # per kind of node (trainer, sim, planner...), for every robot alike
+    for kind, keys in key_overrides(params, keys_dir, tuple(name.rpartition("/")[2] for name in names)).items():
+        by_kind[kind] = by_kind.get(kind, ()) + keys
     # Each of the others subscribes to the sim's state and the planner's action: both start
     # once all who listen can hear them (a viewer, the bridge, is never waited for).
-    for name in task_nodes(task):
-        overrides[name] = overrides.get(name, ()) + (f"task.start_subscribers:={len(loop) - 1}",)
+    for kind in task_nodes(task):
+        by_kind[kind] = by_kind.get(kind, ()) + (f"task.start_subscribers:={int(trainer) + len(task_nodes(task)) - 1}",)
     if trainer and explore:  # Alg. 1: the data a trainer learns from comes from an exploring planner
-        overrides["planner"] = overrides.get("planner", ()) + ("task.explore:=true",)
+        by_kind["planner"] = by_kind.get("planner", ()) + ("task.explore:=true",)
+    if trainer and fleet:  # one trainer records every robot and publishes each model to all
+        by_kind[TRAINER] = by_kind.get(TRAINER, ()) + (f"trainer.robots:={json.dumps(list(fleet))}",)
+    overrides = {name: (f"task.name:={json.dumps(task.name)}",) + by_kind.get(name.rpartition("/")[2], ())
+                 for name in names}
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)
         start = time.monotonic()

@@ -132,6 +132,30 @@ def test_transitions_are_rebuilt_live_and_again_on_load(tmp_path):
         "replay_rejected_state": 1, "replay_rejected_action": 1}
 
 
+def test_a_fleets_streams_pair_apart_and_any_trainer_loads_them(tmp_path):
+    """Two robots' streams interleaved (``trainer.robots``): each gives the transitions it gives
+    alone, none pairs one robot's state with the other's, and the bags load in a fleet's trainer
+    and in a one-robot trainer alike (it uses every stream it finds)."""
+    robots = ("/car0", "/car1")
+    streams = [ReplayTopics.for_task(TASK, *(f"{ns}/{role}" for role in ("state", "action", "episode")))
+               for ns in robots]
+    fleet = ReplayBuffer(TrainerConfig(data_dir=str(tmp_path)), TASK, streams, lambda level, text: None)
+    interleaved = sorted((ms + k, f"{ns}{topic}", data) for k, ns in enumerate(robots) for ms, topic, data in STREAM)
+    live = record_stream(fleet, interleaved)
+    fleet.close()
+    expected = [(obs_from_pose(*pose(i)), a, obs_from_pose(*pose(j))) for i, a, j in EXPECTED]
+
+    def found(transitions, s, a, s2):
+        return sum(np.allclose(t.s, s) and np.allclose(t.s2, s2) and tuple(t.a) == a for t in transitions)
+
+    for transitions in (live, list(ReplayBuffer(TrainerConfig(data_dir=str(tmp_path)), TASK, streams,
+                                                lambda level, text: None).load()),
+                        list(replay(tmp_path).load())):
+        assert len(transitions) == 2 * len(EXPECTED)
+        assert all(found(transitions, *transition) == 2 for transition in expected)  # once per robot
+    assert fleet.stats()["replay_rejected_state"] == 2
+
+
 @pytest.mark.parametrize("bad", [b"\x00\x01garbage", state((1e300, 0.0, 0.0, 0.0, 0.0, 0.0)),
                                  state((0.0, 0.0, 0.0, 2e6, 0.0, 0.0)), action((1.5, 0.0)), action((math.inf, 0.0))],
                          ids=["undecodable", "huge", "beyond-1e6", "out-of-bounds-action", "inf-action"])

@@ -113,3 +113,10 @@ def test_up_creates_a_key_pair_once_and_the_trainer_signs_with_what_the_planner_
     # what the params file sets stays: here the planner trusts a key of the user's, the trainer signs with up's
     own = params_file(tmp_path / "own.yaml", **{"security.trusted_keys": ["/robot/keys/workstation.pub.pem"]})
     assert key_overrides(own, keys) == {"trainer": overrides["trainer"]}
+    # a robot without a trainer (--no-trainer): the workstation's public key, copied alone, is all it needs
+    robot_keys = tmp_path / "robot_keys"
+    robot_keys.mkdir()
+    (robot_keys / public.name).write_bytes(public.read_bytes())
+    assert key_overrides(params, robot_keys, started=("sim", "planner")) == {
+        "planner": (f'security.trusted_keys:=["{robot_keys / public.name}"]',)}
+    assert not (robot_keys / private.name).exists()

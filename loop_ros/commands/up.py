@@ -1,4 +1,4 @@
-"""Run a task's nodes as separate processes: `loop-ros up TASK [--fresh] [--duration S] [--foxglove]`.
+"""Run a task's nodes as separate processes: `loop-ros up TASK [--fresh] [--duration S] [--robots N] [--foxglove]`.
 
 The sim (when the task has one), the planner and the trainer (unless ``--no-trainer``) with the
 task's params file, as ``launch/loop.launch.py`` starts them (``loop_ros.stack``); prints one
@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from loop_ros.core.config import MAX_ROBOTS
 from loop_ros.core.tasks import make_task, task_file_name
 from loop_ros.cpu_quota import CpuQuotaError
 from loop_ros.nodes import write_json
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--autostart", action=argparse.BooleanOptionalAction, default=True,
                         help="bring the nodes up in order through their lifecycle services (default); with "
                              "--no-autostart they wait unconfigured for your lifecycle manager (ros2 lifecycle set)")
+    parser.add_argument("--robots", type=int, default=1,
+                        help="a fleet: N sims and planners, each robot in its own namespace (robot0, robot1, ...), "
+                             "all recorded by the one trainer, which publishes each model to every planner")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--fresh", action="store_true",
@@ -61,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = make_task(args.task)
+    if not 1 <= args.robots <= MAX_ROBOTS:
+        print(f"loop-ros up: --robots must be in [1, {MAX_ROBOTS}]", file=sys.stderr)
+        return 2
     params = params_file_of(task, args.params)
     if params is not None and not params.is_file():
         print(f"loop-ros up: no params file at {params}", file=sys.stderr)
@@ -75,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                                   # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
                                   keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
                                   trainer_cpus=args.trainer_cpus,
-                                  options=NodeOptions(args.namespace, args.log_level, args.use_sim_time, args.autostart))
+                                  options=NodeOptions(args.namespace, args.log_level, args.use_sim_time, args.autostart),
+                                  robots=args.robots)
     except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import enum
 import functools
 import math
 import numbers
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ TERMINAL_CONVENTIONS = (TerminalValue.DISCOUNTED, TerminalValue.AUTHORS)
 WEIGHTINGS = ("softmax", "elite")
 CRR_WEIGHTINGS = ("exp", "binary")
 INFEASIBLE_FALLBACKS = ("min_cost", "brake")
+MAX_ROBOTS = 64
+"""trainer.robots: a fleet larger than this is not what one trainer's process is for."""
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
 ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem"}
 """Training algorithm -> the planner controller it acts with (one of ``CONTROLLERS``)."""
@@ -407,9 +410,16 @@ class TrainerConfig:
     """Messages waiting for the bag writer thread; beyond this new ones are dropped (and counted)."""
     max_gap_s: float = 0.2
     """No transition spans a gap longer than this between the stamps of two states, or uses an action received this long before its state."""
+    robots: tuple[str, ...] = ()
+    """A fleet on one trainer: the namespaces of the robots it learns from (e.g. [robot0, robot1], relative to the trainer's own); it records each one's state, action and episode topics into one replay, each robot's transitions apart, and publishes every model on each one's model topic. Empty: its own topics (one robot)."""
 
     def __post_init__(self) -> None:
         _check_finite(self)
+        object.__setattr__(self, "robots", tuple(str(name).strip("/") for name in self.robots))
+        _check(all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*", name) for name in self.robots),
+               "trainer.robots must be ROS namespaces (letters, digits, underscores; not starting with a digit)")
+        _check(len(set(self.robots)) == len(self.robots) and len(self.robots) <= MAX_ROBOTS,
+               f"trainer.robots must be distinct, at most {MAX_ROBOTS}")
         _check(self.seed_steps >= 2, "trainer.seed_steps must be >= 2")
         _check(self.updates_per_step >= 0, "trainer.updates_per_step must be >= 0")
         _check(self.fit_max_seconds >= 0.0, "trainer.fit_max_seconds must be >= 0")
@@ -440,15 +450,15 @@ class FoxgloveConfig:
     """TCP port of the server (0: a free port, logged at start)."""
     scene_rate_hz: float = 10.0
     """Rate of the 3D scene updates: the car, the planned path, the keep-in circle and obstacles."""
-    planner_node: str = "/planner"
-    """Fully qualified name of the planner whose accepted `safety.*` edits the scene follows (`/parameter_events`)."""
+    planner_node: str = "planner"
+    """Name of the planner whose parameters the bridge serves (Foxglove's Parameters panel) and whose accepted `safety.*` edits the scene follows; relative to the bridge's namespace, or fully qualified (/...). Fixed at start."""
 
     def __post_init__(self) -> None:
         _check_finite(self)
         _check(bool(self.host), "foxglove.host must not be empty")
         _check(0 <= self.port <= 65535, "foxglove.port must be in [0, 65535]")
         _check(self.scene_rate_hz > 0.0, "foxglove.scene_rate_hz must be > 0")
-        _check(self.planner_node.startswith("/"), "foxglove.planner_node must be a fully qualified name (/...)")
+        _check(bool(self.planner_node.strip("/")), "foxglove.planner_node must not be empty")
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
@@ -299,10 +300,19 @@ class ReplayBuffer:
     ``load()`` first (before any ``record``); ``record`` is cheap and never waits for the
     disk; ``close()`` closes the bag. Transitions are returned as they are completed; this
     class keeps only counters (the learner holds the arrays).
+
+    ``topics`` are the live streams: one ``ReplayTopics`` for one robot, or one per robot of a
+    fleet (``trainer.robots``), all recorded into the same bags. Each stream has its own
+    ``TransitionAssembler``, so one robot's states never pair with another's actions. On load,
+    every stream found in the bags is used, also those of robots not live now (a fleet's bags
+    teach a single robot's trainer, and the other way round).
     """
 
-    def __init__(self, cfg: TrainerConfig, task: Task, topics: ReplayTopics, log: Log):
-        self.cfg, self.topics, self._log = cfg, topics, log
+    def __init__(self, cfg: TrainerConfig, task: Task, topics: ReplayTopics | Sequence[ReplayTopics], log: Log):
+        self.cfg, self.task, self._log = cfg, task, log
+        self.streams = (topics,) if isinstance(topics, ReplayTopics) else tuple(topics)
+        self._stream_of = {topic: stream for stream in self.streams for topic in stream.types()}
+        self.topic_types = {topic: msgtype for stream in self.streams for topic, msgtype in stream.types().items()}
         self.data_dir = Path(cfg.data_dir or default_data_dir(task.name)).expanduser()
         try:  # a real write, so a read-only or full data_dir stops the trainer at start, not at its first bag
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -310,20 +320,20 @@ class ReplayBuffer:
                 pass
         except OSError as error:
             raise ConfigError(f"trainer.data_dir {self.data_dir} is not writable: {error}") from error
-        self.assembler = TransitionAssembler(task, topics, cfg.max_gap_s)
+        self._assemblers: dict[ReplayTopics, TransitionAssembler] = {}
         self.transitions = 0
         self.loaded_messages = 0
         self.recorder: BagRecorder | None = None
 
     def load(self) -> Iterator[Transition]:
         """Every transition of every bag in ``data_dir``, oldest first."""
-        types = self.topics.types()
         for bag in bag_directories(self.data_dir, self._log):
             for topic, msgtype, timestamp, data in read_bag(bag, self._log):
-                if types.get(topic) != msgtype:
+                stream = self._stream_of.get(topic) or ReplayTopics.of_recorded(self.task, topic, msgtype)
+                if stream is None or stream.types()[topic] != msgtype:
                     continue  # another topic, or another task's state type
                 self.loaded_messages += 1
-                transitions = self.assembler.feed(topic, timestamp, data).transitions
+                transitions = self._assembler(stream).feed(topic, timestamp, data).transitions
                 self.transitions += len(transitions)
                 yield from transitions
 
@@ -331,13 +341,14 @@ class ReplayBuffer:
         """Check a received message and queue it for the bag; returns the transitions it
         released. A rejected message (``TransitionAssembler.feed``) is counted, never stored; a
         rejected action is recorded as ``no_command()``, so a reload pairs the same transitions."""
-        fed = self.assembler.feed(topic, timestamp_ns, data)
+        stream = self._stream_of[topic]
+        fed = self._assembler(stream).feed(topic, timestamp_ns, data)
         if not fed.valid:
-            if self.topics.role(topic) != "action":
+            if stream.role(topic) != "action":
                 return ()
             data = no_command()
         if self.recorder is None:
-            self.recorder = BagRecorder(self.data_dir, self.topics.types(), self.cfg, self._log)
+            self.recorder = BagRecorder(self.data_dir, self.topic_types, self.cfg, self._log)
         self.recorder.put(topic, timestamp_ns, data)
         self.transitions += len(fed.transitions)
         return fed.transitions
@@ -346,15 +357,22 @@ class ReplayBuffer:
         """Counters for the diagnostics: transitions, messages written / dropped (queue full) /
         lost (``replay_write_errors`` failed disk writes lost them), bags opened, and
         ``replay_unpaired_<reason>``: states that completed no transition, by reason."""
-        recorder = self.recorder
+        recorder, assemblers = self.recorder, self._assemblers.values()
+        rejected = sum((assembler.rejected for assembler in assemblers), Counter())
+        unpaired = sum((assembler.unpaired for assembler in assemblers), Counter())
         return {"replay_transitions": self.transitions, "replay_loaded_messages": self.loaded_messages,
                 "replay_written": recorder.written if recorder else 0,
                 "replay_dropped": recorder.dropped if recorder else 0, "replay_bags": recorder.bags if recorder else 0,
                 "replay_write_errors": recorder.write_errors if recorder else 0,
                 "replay_lost": recorder.lost if recorder else 0,
-                "replay_terminal_transitions": self.assembler.terminal_transitions,
-                **{f"replay_rejected_{role}": n for role, n in sorted(self.assembler.rejected.items())},
-                **{f"replay_unpaired_{reason}": n for reason, n in sorted(self.assembler.unpaired.items())}}
+                "replay_terminal_transitions": sum(assembler.terminal_transitions for assembler in assemblers),
+                **{f"replay_rejected_{role}": n for role, n in sorted(rejected.items())},
+                **{f"replay_unpaired_{reason}": n for reason, n in sorted(unpaired.items())}}
+
+    def _assembler(self, stream: ReplayTopics) -> TransitionAssembler:
+        if stream not in self._assemblers:
+            self._assemblers[stream] = TransitionAssembler(self.task, stream, self.cfg.max_gap_s)
+        return self._assemblers[stream]
 
     def close(self) -> None:
         if self.recorder is not None:

@@ -88,6 +88,14 @@ class ReplayTopics:
     def role(self, topic: str) -> str | None:
         return {self.state: "state", self.action: "action", self.episode: "episode"}.get(topic)
 
+    @classmethod
+    def of_recorded(cls, task: Task, topic: str, msgtype: str) -> ReplayTopics | None:
+        """The stream a recorded ``<namespace>/<role>`` topic of ``msgtype`` belongs to (another
+        robot's, e.g. ``/car1/state``), or None when it is no role of ``task``'s streams."""
+        namespace, _, role = topic.rpartition("/")
+        stream = cls.for_task(task, *(f"{namespace}/{name}" for name in ROLES))
+        return stream if stream.types().get(topic) == msgtype else None
+
 
 # ---------------------------------------------------------------- messages -> transitions
 

@@ -82,6 +82,7 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
     from rclpy.signals import SignalHandlerOptions
 
     from loop_ros.core.config import ConfigError
@@ -106,7 +107,7 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
     # Every callback is short (heavy work runs in the nodes' own threads), so one executor
     # thread suffices; rclpy's MultiThreadedExecutor delayed a 50 Hz timer by up to 110 ms
     # (p99 44 ms) on 2 cores while messages flowed, the single-threaded one by < 2 ms.
-    executor = SingleThreadedExecutor()
+    executor = EventsExecutor() if node.events_executor else SingleThreadedExecutor()
     executor.add_node(node)
     if arguments.ready:
         Path(arguments.ready).touch()

@@ -35,6 +35,10 @@ class ManagedNode(GuardedNode):
     """A guarded lifecycle node with ``configure_node`` / ``activate_node`` / ``deactivate_node`` /
     ``close`` hooks (module docstring)."""
 
+    events_executor = False
+    """``nodes.run_node`` spins the node with rclpy's (C++) EventsExecutor instead of the
+    SingleThreadedExecutor: for a node that takes many messages while its own threads hold the GIL."""
+
     def __init__(self, node_name: str, **kwargs):
         self._building = False
         self._built: list = []  # entities created by configure_node, destroyed at cleanup
@@ -130,8 +134,8 @@ class ManagedNode(GuardedNode):
             action()
             result = then() if then is not None else TransitionCallbackReturn.SUCCESS
         except Exception as error:  # noqa: BLE001 - a failed transition is reported, never raised into rclpy
-            self.transition_error = f"{name} failed: {error}"
-            self.get_logger().error(f"lifecycle transition {self.transition_error}")
+            self.transition_error = str(error)
+            self.get_logger().error(f"lifecycle transition {name} failed: {error}")
             return TransitionCallbackReturn.FAILURE
         self.transition_error = None
         return result
