@@ -42,12 +42,12 @@ def test_a_node_dying_stops_the_others_and_fails_the_run(tmp_path):
     assert "sim.episode_steps must be >= 1" in (tmp_path / "up.log").read_text()
 
 
-def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly_under_a_namespace(tmp_path):
+def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namespace(tmp_path):
     from nav_msgs.msg import Odometry
 
     domain = domain_id(5)
-    process = start_up(tmp_path, params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none")}),
-                       domain, "--namespace", "car7", "--log-level", "warn")
+    params = params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none"), "foxglove.port": 0})
+    process = start_up(tmp_path, params, domain, "--namespace", "car7", "--log-level", "warn", "--foxglove")
     probe = Probe(domain)
     try:
         diagnostics = probe.diagnostics("/car7/planner")
@@ -60,8 +60,10 @@ def test_sigterm_is_forwarded_and_the_nodes_stop_cleanly_under_a_namespace(tmp_p
     assert finish(process, 30.0) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_because"] == "received SIGTERM"
-    assert summary["exit_codes"] == {"sim": 0, "planner": 0}
+    assert summary["exit_codes"] == {"sim": 0, "planner": 0, "foxglove_bridge": 0}
     assert summary["ticks"] > 0 and summary["nodes"]["sim"]["steps"] > 0
+    shown = summary["nodes"]["foxglove_bridge"]["sent"]  # the view follows the namespaced car and planner
+    assert shown.get("/state", 0) > 0 and shown.get("/diagnostics/car7/planner/planning", 0) > 0, shown
 
 
 def test_without_autostart_the_nodes_wait_unconfigured_for_a_lifecycle_manager(tmp_path):

@@ -102,6 +102,8 @@ class PlannerNode(ManagedNode):
 
     def activate_node(self) -> None:
         self.worker.request_reset()  # a plan warm-started before the pause is stale
+        if self._state is not None:  # a state that came while inactive is planned on now (lock-step: answered)
+            self.worker.offer_state(self._state)
         if not self.lockstep:  # lock-step: the plan worker answers each state (_answer), no tick
             self._tick_timer = self.create_timer(1.0 / self.params.configs["task"].control_rate_hz, self._on_tick)
 
