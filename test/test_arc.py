@@ -46,10 +46,6 @@ VARIANTS = {
     "safe-enough-feasible": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2)),
     "safe-too-few-feasible": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=12)),
     "safe-authors": (dataclasses.replace(SMALL, terminal="authors"), SafetyConfig(enabled=True, keep_in_radius=0.6)),
-    # safety.safe_candidates: braking and the warm start take the population's last two places
-    "safe-known-candidates": (SMALL, SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2, safe_candidates=True)),
-    "offline-safe-known-candidates": (dataclasses.replace(SMALL, beta=1.0, iterations=1, beta_pess=1.0),
-                                      SafetyConfig(enabled=True, keep_in_radius=0.6, min_safe=2, safe_candidates=True)),
 }
 
 
@@ -80,10 +76,6 @@ def test_batched_planner_equals_literal_reference(name):
         assert 0 < ref_feasible < 12
     if name == "safe-enough-feasible":
         assert 2 <= ref_feasible < 12
-    if safety.safe_candidates:  # the last two candidates: braking (point mass: zero force), the warm start
-        _, (_, candidates, _, _), (_, _, previous, _) = plan_and_reference(make_task("point_mass"), arc, safety)
-        np.testing.assert_allclose(candidates[-2], 0.0)
-        np.testing.assert_allclose(candidates[-1], previous[[1, 2, 2]], atol=1e-6)  # shifted one step, H = 3
 
 
 class FallingPointMass(PointMassTask):

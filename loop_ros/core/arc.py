@@ -224,11 +224,8 @@ class ArcPlanner:
         mean = self._initial_mean()
         var = np.broadcast_to(self.init_std**2, mean.shape).astype(np.float32)
         actor_sequences = self.actor_prior(state, noise.actor)
-        known = self.known_candidates(mean) if self.safety.enabled and self.safety.safe_candidates else None
         for i in range(arc.iterations):
             candidates = self.sample_candidates(mean, np.sqrt(var), actor_sequences, noise.gaussian[i])
-            if known is not None:
-                candidates[-len(known):] = known
             returns, costs = self.evaluate(state, candidates, noise.dynamics[i])
             score = self.score(returns)
             worst = costs.max(axis=(0, 1)) if self.safety.enabled else None
@@ -295,12 +292,6 @@ class ArcPlanner:
         gaussian = np.clip(mean + std * gaussian_noise, self.low, self.high)
         actor = np.clip(actor_sequences, self.low, self.high)
         return np.concatenate([actor, gaussian.astype(np.float32)], axis=0)
-
-    def known_candidates(self, warm_start: np.ndarray) -> np.ndarray:
-        """``safety.safe_candidates``: braking (the task's safe action) over the horizon and the warm
-        start, (2, H, A); they take the population's last two places (``arc.population`` >= 2)."""
-        brake = np.broadcast_to(np.clip(self.task.safe_action(), self.low, self.high), warm_start.shape)
-        return np.stack([brake, warm_start]).astype(np.float32)
 
     def terminal_kind(self) -> TerminalValue:
         return terminal_kind(self.arc)

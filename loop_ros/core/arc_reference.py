@@ -110,7 +110,6 @@ def arc_reference(model, task, arc: ArcConfig, safety: SafetyConfig, state, prev
         mu = np.array([previous_mean[min(t + 1, H - 1)] for t in range(H)])  # shifted warm start
     var = np.array([[(arc.sigma * (high[d] - low[d]) / 2) ** 2 for d in range(A)] for _ in range(H)])
     n_actor = int(round(arc.beta * N))
-    warm_start = mu.copy()
 
     # Actor prior: sampled once per plan through the ensemble-mean model (Alg. 3 l.9-10).
     actor_seqs = []
@@ -125,9 +124,7 @@ def arc_reference(model, task, arc: ArcConfig, safety: SafetyConfig, state, prev
     for i in range(arc.iterations):
         cands, R, C = [], [], []
         for j in range(N):
-            if safety.enabled and safety.safe_candidates and j >= N - 2:  # braking, then the warm start
-                seq = [np.clip(task.safe_action(), low, high) if j == N - 2 else warm_start[t] for t in range(H)]
-            elif j < n_actor:
+            if j < n_actor:
                 seq = [np.asarray(a, float) for a in actor_seqs[j]]
             else:
                 g = noise.gaussian[i, j - n_actor]

@@ -143,8 +143,6 @@ class SafetyConfig:
     """Temperature of the cost weights used while too few candidates are feasible."""
     fallback: str = "min_cost"
     """No candidate feasible after all iterations: 'min_cost' (the mean weighted by softmax(-cost/eta_cost)) or 'brake'."""
-    safe_candidates: bool = False
-    """safeARC also weighs two known candidates in place of the population's last two: the task's safe action (braking) over the whole horizon, and the plan's warm start (the previous plan, shifted). Where every sampled candidate is predicted to violate, one of these may still be feasible (an addition to Alg. 4)."""
     keep_in_radius: float = 1.2
     """Keep-in circle radius (m) around the origin; cost 1 while outside. <= 0 disables it."""
     obstacles: tuple[float, ...] = ()
