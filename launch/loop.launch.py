@@ -57,7 +57,7 @@ def task_node_actions(context):
     common = {"task.name": task.name, "task.start_subscribers": len(names) - 1}
     # Managed nodes wait unconfigured; lifecycle_manager (autostart) brings them up in order.
     standard = {"autostart": False, "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}
-    foxglove = LaunchConfiguration("foxglove").perform(context).lower() == "true"
+    foxglove = IfCondition(LaunchConfiguration("foxglove")).evaluate(context)
     managed = names + ((FOXGLOVE,) if foxglove else ())
     nodes = [Node(package="loop_ros", executable=name, name=name, namespace=LaunchConfiguration("namespace"),
                   output="screen", parameters=[*files, common if name != FOXGLOVE else {"task.name": task.name},

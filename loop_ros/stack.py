@@ -17,6 +17,7 @@ trainer and ``security.trusted_keys`` to the planner, unless the params file set
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,9 @@ from loop_ros.nodes import FOXGLOVE, TRAINER, TRAINER_ENV, task_nodes
 
 ROBOT_PREFIX = "robot"
 """A fleet's namespaces: robot0, robot1, ... (under ``--namespace`` when one is given)."""
+TRANSITION_TIMEOUT_S = 600.0
+"""Longest configure or activate of one node under ``loop-ros up`` (the trainer's configure loads its
+whole replay: a large one takes minutes on a slow host)."""
 MANAGED = "autostart:=false"
 """Every node waits, unconfigured, to be brought up in order through its lifecycle services."""
 DEFAULT_DOMAIN_ID = 42
@@ -158,19 +162,24 @@ def start_nodes(names, params: Path | None, summary_dir: Path, env: dict,
     return processes
 
 
-def bring_up_in_order(processes: dict[str, subprocess.Popen], env: dict,
+def bring_up_in_order(processes: dict[str, subprocess.Popen], env: dict, log_dir: Path, received: list[int],
                       options: NodeOptions = NodeOptions()) -> str | None:
     """Configure and activate the nodes in start order through their lifecycle services
     (``nodes.lifecycle_manager``: the trainer records before the sim steps). Returns why that
-    failed (a node exited meanwhile, or a transition failed), None once every node is active."""
-    command = [sys.executable, "-m", "loop_ros.nodes.lifecycle_manager", *processes, "--ros-args", *options.ros_args()]
-    manager = subprocess.Popen(command, env=env,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+    failed (a node exited meanwhile, a transition failed, a signal came), None once every node is active."""
+    command = [sys.executable, "-m", "loop_ros.nodes.lifecycle_manager", *processes, "--timeout",
+               str(TRANSITION_TIMEOUT_S), "--ros-args", *NodeOptions(options.namespace).ros_args()]
+    log = log_dir / "lifecycle_manager.log"  # a file, not a pipe: nothing it writes can block it
+    with open(log, "w", encoding="utf-8") as stderr:
+        manager = subprocess.Popen(command, env=env, stderr=stderr, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
     try:
         while manager.poll() is None:
             exited = [name for name, p in processes.items() if p.poll() is not None]
             if exited:
                 return f"{exited[0]} exited with {processes[exited[0]].returncode} while being brought up"
+            if received:
+                return f"received {signal.Signals(received[0]).name} while the nodes were being brought up"
             time.sleep(POLL_S)
     finally:
         if manager.poll() is None:
@@ -178,31 +187,39 @@ def bring_up_in_order(processes: dict[str, subprocess.Popen], env: dict,
             manager.wait()
     if manager.returncode == 0:
         return None
-    errors = manager.stderr.read().strip().splitlines()  # its one line says which node and transition failed
-    return f"lifecycle bring-up failed: {errors[-1] if errors else f'exit {manager.returncode}'}"
+    failures = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                if line.startswith("lifecycle_manager:")]  # its one line says which node and transition failed
+    return f"lifecycle bring-up failed: {failures[-1] if failures else f'exit {manager.returncode}'}"
 
 
-def supervise(processes: dict[str, subprocess.Popen], duration: float | None) -> tuple[str, int, bool]:
-    """Wait for a signal, the duration, or a node exiting.
-
-    Returns (why, the signal to stop the others with, whether a node exited on its own).
-    """
+@contextlib.contextmanager
+def signals_received():
+    """SIGINT and SIGTERM are noted in the yielded list (the run stops in order), not raised."""
     received: list[int] = []
     previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
-    deadline = time.monotonic() + duration if duration is not None else None
     try:
-        while True:
-            exited = [name for name, p in processes.items() if p.poll() is not None]
-            if exited:
-                return f"{exited[0]} exited with {processes[exited[0]].returncode}", signal.SIGINT, True
-            if received:
-                return f"received {signal.Signals(received[0]).name}", received[0], False
-            if deadline is not None and time.monotonic() >= deadline:
-                return "duration reached", signal.SIGINT, False
-            time.sleep(POLL_S)
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def supervise(processes: dict[str, subprocess.Popen], duration: float | None,
+              received: list[int]) -> tuple[str, int, bool]:
+    """Wait for a signal (noted in ``received``), the duration, or a node exiting.
+
+    Returns (why, the signal to stop the others with, whether a node exited on its own).
+    """
+    deadline = time.monotonic() + duration if duration is not None else None
+    while True:
+        exited = [name for name, p in processes.items() if p.poll() is not None]
+        if exited:
+            return f"{exited[0]} exited with {processes[exited[0]].returncode}", signal.SIGINT, True
+        if received:
+            return f"received {signal.Signals(received[0]).name}", received[0], False
+        if deadline is not None and time.monotonic() >= deadline:
+            return "duration reached", signal.SIGINT, False
+        time.sleep(POLL_S)
 
 
 def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: float = STOP_GRACE_S) -> None:
@@ -319,13 +336,15 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
         quota = CpuQuota(trainer_cpus) if trainer and trainer_cpus else None
         try:
             env = node_environment(domain_id)
-            processes = start_nodes(names, params, summary_dir, env, overrides, quota, options)
-            failure = bring_up_in_order(processes, env, options) if options.autostart else None
-            if failure is None:
-                reason, signum, node_exited = supervise(processes, duration)
-            else:
-                reason, signum, node_exited = failure, signal.SIGINT, True
-            stop_nodes(processes, signum)
+            with signals_received() as received:
+                processes = start_nodes(names, params, summary_dir, env, overrides, quota, options)
+                failure = (bring_up_in_order(processes, env, summary_dir, received, options) if options.autostart
+                           else None)
+                if failure is None:
+                    reason, signum, node_exited = supervise(processes, duration, received)
+                else:  # a signal during bring-up is a stop asked for, anything else a failed run
+                    reason, signum, node_exited = failure, received[0] if received else signal.SIGINT, not received
+                stop_nodes(processes, signum)
         finally:
             if quota is not None:
                 quota.close()

@@ -39,7 +39,8 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gym_loop")
     params = params_file(tmp / "params.yaml", base=REPO / "config" / "gym_mujoco.yaml", **SMALL)
     domain = domain_id(40)
-    command = [sys.executable, "-m", "loop_ros.cli", "up", TASK, "--fresh", "--duration", str(RUN_S),
+    # on simulated time: the lock-step sim's /clock drives the nodes' clocks (their timers stay on the steady clock)
+    command = [sys.executable, "-m", "loop_ros.cli", "up", TASK, "--fresh", "--duration", str(RUN_S), "--use-sim-time",
                "--params", str(params), "--domain-id", str(domain), "--json", str(tmp / "summary.json")]
     with open(tmp / "up.log", "wb") as log:
         process = subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,

@@ -70,6 +70,10 @@ def test_planner_and_sim_through_their_lifecycle_services(tmp_path):
         sent = len(actions)
         change(planner, Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)
         probe.wait_for(lambda: len(actions) >= sent + 25, 30.0, "actions after cleanup and a new configure")
+
+        # shutdown through the service: the node finalizes, deactivating first, and its process ends cleanly
+        assert sim.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN, 30.0)
+        assert nodes["sim"].process.wait(timeout=30) == 0, nodes["sim"].log()[-3000:]
     finally:
         probe.close()
         codes = {name: node.stop() for name, node in nodes.items()}

@@ -327,9 +327,14 @@ class ReplayBuffer:
 
     def load(self) -> Iterator[Transition]:
         """Every transition of every bag in ``data_dir``, oldest first."""
+        recorded: dict[tuple[str, str], ReplayTopics | None] = {}  # (topic, type) -> its stream, found once
         for bag in bag_directories(self.data_dir, self._log):
             for topic, msgtype, timestamp, data in read_bag(bag, self._log):
-                stream = self._stream_of.get(topic) or ReplayTopics.of_recorded(self.task, topic, msgtype)
+                stream = self._stream_of.get(topic)
+                if stream is None:
+                    if (topic, msgtype) not in recorded:
+                        recorded[topic, msgtype] = ReplayTopics.of_recorded(self.task, topic, msgtype)
+                    stream = recorded[topic, msgtype]
                 if stream is None or stream.types()[topic] != msgtype:
                     continue  # another topic, or another task's state type
                 self.loaded_messages += 1

@@ -112,14 +112,15 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
     if arguments.ready:
         Path(arguments.ready).touch()
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and node.lifecycle_state() != "finalized":
             try:
                 executor.spin_once(timeout_sec=0.1)
             except Exception as error:  # noqa: BLE001 - e.g. rclpy failing to take a message: count, go on
                 node.count_callback_error("executor", error)
     finally:
         executor.shutdown(timeout_sec=2.0)
-        node.trigger_shutdown()  # an active node deactivates first (the planner brakes once)
+        if node.lifecycle_state() != "finalized":  # (after `ros2 lifecycle set ... shutdown` it is)
+            node.trigger_shutdown()  # an active node deactivates first (the planner brakes once)
         summary = {**node.final_summary, "process_cpu_s": time.process_time()}  # every thread's CPU time
         node.destroy_node()
         rclpy.try_shutdown()

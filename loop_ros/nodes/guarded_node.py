@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Callable
 
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode
 
 LOG_PERIOD_S = 1.0
@@ -27,6 +28,7 @@ class GuardedNode(LifecycleNode):
     def __init__(self, node_name: str, **kwargs):
         self.callback_errors: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         super().__init__(node_name, **kwargs)
 
     def guarded(self, name: str, callback: Callable, on_error: Callable[[Exception], object] = lambda _: None):
@@ -56,9 +58,13 @@ class GuardedNode(LifecycleNode):
         name = f"subscription {topic}"
         return super().create_subscription(msg_type, topic, self.guarded(name, callback), qos_profile, **kwargs)
 
-    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+    def create_timer(self, timer_period_sec, callback, callback_group=None, clock=None, **kwargs):
+        """Timers pace work in wall time (steady clock) unless given a clock: with ``use_sim_time``
+        the node clock stands still until ``/clock`` comes, and the lock-step sim, which publishes
+        ``/clock``, does so from its own timer."""
         name = f"timer {getattr(callback, '__name__', 'callback')}"
-        return super().create_timer(timer_period_sec, self.guarded(name, callback), *args, **kwargs)
+        return super().create_timer(timer_period_sec, self.guarded(name, callback), callback_group,
+                                    clock or self._steady_clock, **kwargs)
 
     def add_on_set_parameters_callback(self, callback):
         refuse = lambda error: SetParametersResult(successful=False, reason=f"edit refused: {error!r}")  # noqa: E731

@@ -89,12 +89,13 @@ class ManagedNode(GuardedNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         def activate():
             super(ManagedNode, self).on_activate(state)  # enables the lifecycle publishers
+            self.active = True  # before the work starts: a worker thread may answer at once
             try:
                 self.activate_node()
             except BaseException:
+                self.active = False
                 super(ManagedNode, self).on_deactivate(state)
                 raise
-            self.active = True
         return self._transition("activate", activate)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -105,9 +106,11 @@ class ManagedNode(GuardedNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         def shut_down():
-            if self.active:
-                self._deactivate(state)
-            self._tear_down()
+            try:
+                if self.active:
+                    self._deactivate(state)
+            finally:
+                self._tear_down()
         return self._transition("shutdown", shut_down)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -11,6 +11,7 @@ Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-fil
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 
@@ -64,7 +65,7 @@ def state_reader(task):
 
 class PlannerNode(ManagedNode):
     """ARC / safeARC planning in a worker thread behind a fixed-rate action timer, as a lifecycle
-    node: configure loads the model and starts planning on the states that come; activate starts
+    node: configure starts loading the model (off the control path) and the plan worker; activate starts
     the tick (the only thing that publishes actions); deactivate publishes the safe action once
     and stops it, so an inactive planner never sends an action or a plan."""
 
@@ -102,7 +103,9 @@ class PlannerNode(ManagedNode):
 
     def activate_node(self) -> None:
         self.worker.request_reset()  # a plan warm-started before the pause is stale
-        if self._state is not None:  # a state that came while inactive is planned on now (lock-step: answered)
+        if self._state is not None:  # a state that came while inactive is planned on now (lock-step: answered);
+            # a new arrival number, so it is not taken for the one a plan was dropped for at deactivation
+            self._state = dataclasses.replace(self._state, seq=self._state.seq + 1)
             self.worker.offer_state(self._state)
         if not self.lockstep:  # lock-step: the plan worker answers each state (_answer), no tick
             self._tick_timer = self.create_timer(1.0 / self.params.configs["task"].control_rate_hz, self._on_tick)

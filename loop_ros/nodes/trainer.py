@@ -89,13 +89,14 @@ class TrainerNode(ManagedNode):
         self.add_on_set_parameters_callback(
             lambda _: SetParametersResult(successful=False, reason="trainer settings are fixed at start"))
         self._learning = False
+        # Once per process (nice adds up): configure may run again after a cleanup.
+        lower_process_priority(self.params.configs["trainer"].nice)
+        set_torch_threads(self.params.configs["trainer"].torch_threads)
 
     def configure_node(self) -> None:
         configs = self.params.configs
         self.signing_key = self._load_signing_key(configs["security"].signing_key)
         schedule = configs["trainer"]
-        lower_process_priority(schedule.nice)
-        set_torch_threads(schedule.torch_threads)
         task = make_task(configs["task"].name)
         robots = schedule.robots or ("",)  # a fleet's namespaces, else the trainer's own topics
         streams = [ReplayTopics.for_task(task, *(self.resolve_topic_name(f"{robot}/{role}".lstrip("/")) for role in ROLES))
@@ -158,9 +159,8 @@ class TrainerNode(ManagedNode):
 
     def _publish_model(self, data: bytes, version: int) -> None:
         """Called from the training thread (rclpy publishers are thread-safe); signs ``data`` first."""
-        if not self.active:
-            self.get_logger().info(f"model version {version} not published: the trainer is inactive")
-            return
+        if not self.active:  # a failed publication to the worker: it is not counted, and retried
+            raise RuntimeError(f"model version {version} not published: the trainer is inactive")
         if self.signing_key is not None:
             data = sign_bundle_bytes(data, self.signing_key)
         msg = UInt8MultiArray()
