@@ -69,9 +69,6 @@ class ManagedNode(GuardedNode):
         """Stop the node's threads; returns its summary."""
         return {}
 
-    def summary(self) -> dict:
-        return {}
-
     # ------------------------------------------------------------ rclpy's transition callbacks
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         def configure():
