@@ -64,23 +64,28 @@ def wait_until(predicate, timeout_s: float, what: str, pause: Callable[[], None]
 
 
 class NodeProcess:
-    """``python -m loop_ros.nodes.<module>`` in its own session, output in a log file."""
+    """``python -m loop_ros.nodes.<module>`` in its own session, output in a log file; ``prefix``
+    runs it through another command that execs it (``ip netns exec NS``: the PID stays the node's),
+    ``env`` replaces the domain's environment."""
 
-    def __init__(self, module: str, name: str, params: Path, domain: int, log_dir: Path,
-                 summary: Path | None = None, ros_args: tuple[str, ...] = ()):
+    def __init__(self, module: str, name: str, params: Path, domain: int | None, log_dir: Path,
+                 summary: Path | None = None, ros_args: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                 env: dict | None = None, ready: Path | None = None):
         self.log_path = log_dir / f"{name}.log"
-        command = [sys.executable, "-m", f"loop_ros.nodes.{module}"]
+        command = [*prefix, sys.executable, "-m", f"loop_ros.nodes.{module}"]
         command += ["--summary", str(summary)] if summary else []
+        command += ["--ready", str(ready)] if ready else []
         command += ["--ros-args", "--params-file", str(params), "-r", f"__node:={name}", *ros_args]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, env=ros_environment(domain), stdout=log,
+            self.process = subprocess.Popen(command, env=ros_environment(domain) if env is None else env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 10.0) -> int:
-        """SIGINT, then SIGKILL to this PID if it does not exit in time; returns the exit code."""
+        """SIGINT, then SIGKILL to this PID if it does not exit in time, then SIGKILL to whatever is
+        left in its session's process group (it is the node's own); returns the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -88,6 +93,10 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         return self.process.returncode
 
 

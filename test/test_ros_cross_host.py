@@ -30,15 +30,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ros_helpers import domain_id, params_file
+from ros_helpers import NodeProcess, domain_id, params_file
 
 # Private addresses that live only in the test's namespaces (a /30: the two ends of the pair).
 ADDRESSES = {"workstation": "10.213.47.1", "robot": "10.213.47.2"}
@@ -145,38 +143,16 @@ def remove_stale_namespaces() -> None:
                 ip("netns", "delete", name, check=False)
 
 
-class HostNode:
-    """``ip netns exec NS python -m loop_ros.nodes.<module>`` in a session of its own (``ip netns
-    exec`` execs the command: the PID is the node's), output in a log file."""
+class HostNode(NodeProcess):
+    """A node inside one host's network namespace, with its summary and ready files in ``tmp``."""
 
     def __init__(self, hosts: Hosts, host: str, module: str, params: Path, env: dict, tmp: Path):
         self.name, self.summary, self.ready = module, tmp / f"{module}.json", tmp / f"{module}.ready"
-        self.log_path = tmp / f"{module}.log"
-        command = ["ip", "netns", "exec", hosts.namespaces[host], sys.executable, "-m", f"loop_ros.nodes.{module}",
-                   "--summary", str(self.summary), "--ready", str(self.ready),
-                   "--ros-args", "--params-file", str(params), "-r", f"__node:={module}"]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(module, module, params, None, tmp, summary=self.summary, ready=self.ready, env=env,
+                         prefix=("ip", "netns", "exec", hosts.namespaces[host]))
 
     def stop(self) -> int:
-        """SIGINT to the node (it stops its own worker processes and writes its summary), SIGKILL
-        if it has not exited in time; then SIGKILL to whatever is left in its process group."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the session is the node's: nothing else is in it
-        except ProcessLookupError:
-            pass
-        return self.process.returncode
+        return super().stop(STOP_TIMEOUT_S)
 
     def read_summary(self) -> dict:
         return json.loads(self.summary.read_text()) if self.summary.is_file() else {}
