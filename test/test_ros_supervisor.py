@@ -56,8 +56,9 @@ def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namesp
                        "the planner /car7/planner to tick on /car7/state")
     finally:
         probe.close()
-    process.send_signal(signal.SIGTERM)
-    assert finish(process, 30.0) == 0
+        process.send_signal(signal.SIGTERM)  # also after a failed assertion: no run is left behind
+        code = finish(process, 30.0)
+    assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_because"] == "received SIGTERM"
     assert summary["exit_codes"] == {"sim": 0, "planner": 0, "foxglove_bridge": 0}
@@ -80,8 +81,9 @@ def test_without_autostart_the_nodes_wait_unconfigured_for_a_lifecycle_manager(t
             assert client.wait(60.0) and client.state() == State.PRIMARY_STATE_UNCONFIGURED
     finally:
         probe.close()
-    process.send_signal(signal.SIGINT)
-    assert finish(process, 30.0) == 0
+        process.send_signal(signal.SIGINT)  # also after a failed assertion: no run is left behind
+        code = finish(process, 30.0)
+    assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exit_codes"] == {"sim": 0, "planner": 0}
     assert set(summary["nodes"]["planner"]) == {"process_cpu_s"}  # never configured: it never ticked
