@@ -6,7 +6,7 @@ params file as ``launch/loop.launch.py`` (the trainer unless told not to, the ta
 ``nodes.task_nodes``, optionally the Foxglove bridge) as managed nodes, brings them up in that
 order through their lifecycle services (the trainer is active before the sim steps, so it records
 from the first tick), stops everything when one node exits, stops all after a duration or a signal
-in reverse start order (SIGINT, then SIGTERM and SIGKILL after a grace period) and merges the
+(the robots' nodes together, then the trainer: ``stop_nodes``) and merges the
 nodes' own summary files into one JSON summary.
 
 Signed models: the trainer signs each model it publishes and the planner accepts only models
@@ -223,17 +223,26 @@ def supervise(processes: dict[str, subprocess.Popen], duration: float | None,
 
 
 def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop the nodes in reverse start order (the planner before the sim it listens to, so its
-    last ticks do not count as stale states): ``signum``, then SIGTERM and SIGKILL after grace periods."""
-    for process in reversed(list(processes.values())):
-        for follow_up, wait_s in ((signum, grace_s), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, grace_s / 2)):
-            if process.poll() is not None:
-                break
+    """Stop the robots' nodes together, then the trainer: ``signum``, then SIGTERM and SIGKILL after
+    grace periods. Together: a sim that outlives its planner drives a car without a controller
+    (braking straight ahead, out of the keep-in circle at speed, counted as violations), and a planner
+    that outlives its sim counts stale states. The trainer last, so it records the robots' last steps."""
+    robots = [process for name, process in processes.items() if name != TRAINER]
+    for group in (robots, [processes[TRAINER]] if TRAINER in processes else []):
+        _stop_together(group, signum, grace_s)
+
+
+def _stop_together(group: list[subprocess.Popen], signum: int, grace_s: float) -> None:
+    for follow_up, wait_s in ((signum, grace_s), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, grace_s / 2)):
+        running = [process for process in group if process.poll() is None]
+        for process in running:
             process.send_signal(follow_up)
+        deadline = time.monotonic() + wait_s
+        for process in running:
             try:
-                process.wait(timeout=wait_s)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
-                continue
+                pass
 
 
 def merged_summary(task_name: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],

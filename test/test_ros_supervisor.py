@@ -124,3 +124,48 @@ def test_up_creates_a_key_pair_once_and_the_trainer_signs_with_what_the_planner_
     assert key_overrides(params, robot_keys, started=("sim", "planner")) == {
         "planner": (f'security.trusted_keys:=["{robot_keys / public.name}"]',)}
     assert not (robot_keys / private.name).exists()
+
+
+STOPPABLE = """
+import signal, sys, time
+def stop(signum, frame):
+    with open(sys.argv[1], "a") as f:
+        f.write(f"signalled {time.monotonic()}\\n")
+    time.sleep(1.5)  # a node's shutdown: deactivate, flush, tear down
+    with open(sys.argv[1], "a") as f:
+        f.write(f"exited {time.monotonic()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+open(sys.argv[1], "a").write("ready\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_the_robots_nodes_stop_together_and_the_trainer_after_them(tmp_path):
+    """A sim that outlived its planner drove the car half a second without a controller (braking out
+    of the circle: violations); the trainer stops last, so it records the robots' last steps."""
+    import time
+
+    from loop_ros.stack import TRAINER, stop_nodes
+
+    names = (TRAINER, "robot0/sim", "robot0/planner", "robot1/sim", "robot1/planner")
+    logs = {name: tmp_path / f"{name.replace('/', '_')}.log" for name in names}
+    processes = {name: subprocess.Popen([sys.executable, "-c", STOPPABLE, str(logs[name])]) for name in names}
+    try:
+        deadline = time.monotonic() + 30
+        while not all(log.exists() and "ready" in log.read_text() for log in logs.values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stop_nodes(processes, signal.SIGINT)
+        assert all(process.returncode == 0 for process in processes.values())
+        events = {name: dict(line.split() for line in log.read_text().split("\n")[1:] if line)
+                  for name, log in logs.items()}
+        robots = [float(events[name]["signalled"]) for name in names[1:]]
+        assert max(robots) - min(robots) < 1.0  # together: none waited for another's 1.5 s shutdown
+        assert float(events[TRAINER]["signalled"]) >= max(float(events[name]["exited"]) for name in names[1:])
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()

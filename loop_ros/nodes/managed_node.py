@@ -9,8 +9,9 @@ before it is configured; the transitions then map to four hooks of the subclass:
 - activate (inactive -> active): the lifecycle publishers are enabled, then ``activate_node()``
   starts the node's work (ticking, stepping, recording).
 - deactivate (active -> inactive): ``deactivate_node()`` stops that work (the planner publishes
-  the safe action once first), then the lifecycle publishers are disabled: nothing goes out on
-  them while the node is inactive.
+  the safe action once first), reliable subscribers get up to ``ACK_WAIT_S`` to acknowledge what
+  was sent last, then the lifecycle publishers are disabled: nothing goes out on them while the
+  node is inactive.
 - cleanup (inactive -> unconfigured) and shutdown (from any state): ``close()`` stops the node's
   threads and returns its summary, which ``final_summary`` keeps.
 
@@ -23,12 +24,17 @@ nodes have it) makes ``nodes.run_node`` configure and activate the node itself, 
 """
 from __future__ import annotations
 
+import time
+
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.duration import Duration
+from rclpy.lifecycle import LifecyclePublisher, LifecycleState, TransitionCallbackReturn
 
 from loop_ros.nodes.guarded_node import GuardedNode
 
 AUTOSTART = "autostart"
+ACK_WAIT_S = 1.0
+"""How long deactivating waits, at most, for reliable subscribers to acknowledge what was sent last."""
 
 
 class ManagedNode(GuardedNode):
@@ -117,8 +123,21 @@ class ManagedNode(GuardedNode):
         self.active = False
         try:
             self.deactivate_node()
+            self._wait_for_acks()
         finally:
             super().on_deactivate(state)  # disables the lifecycle publishers
+
+    def _wait_for_acks(self) -> None:
+        """Give reliable subscribers up to ``ACK_WAIT_S`` to take what the node sent last (a sim's
+        last states, a planner's safe action): a process that exits right after publishing can take
+        samples with it that a busy subscriber (a trainer mid-fit) had not read yet."""
+        deadline = time.monotonic() + ACK_WAIT_S
+        for entity in self._built:
+            if isinstance(entity, LifecyclePublisher):
+                left = max(deadline - time.monotonic(), 0.0)
+                if not entity.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))):
+                    self.get_logger().warning(f"{entity.topic_name}: not every subscriber acknowledged the last "
+                                              f"messages within {ACK_WAIT_S} s of deactivating")
 
     def _tear_down(self) -> None:
         """Stop the threads (keeping the summary) and destroy what configure built."""
