@@ -5,13 +5,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from ros_helpers import Probe, domain_id, params_file, ros_environment
 
 from loop_ros.core.tasks import make_task
 from loop_ros.nodes import task_nodes
-from loop_ros.stack import node_command, node_environment
+from loop_ros.stack import TRAINER, node_command, node_environment, stop_nodes
 
 
 def start_up(tmp_path, params, domain, *extra):
@@ -145,10 +146,6 @@ while True:
 def test_the_robots_nodes_stop_together_and_the_trainer_after_them(tmp_path):
     """A sim that outlived its planner drove the car half a second without a controller (braking out
     of the circle: violations); the trainer stops last, so it records the robots' last steps."""
-    import time
-
-    from loop_ros.stack import TRAINER, stop_nodes
-
     names = (TRAINER, "robot0/sim", "robot0/planner", "robot1/sim", "robot1/planner")
     logs = {name: tmp_path / f"{name.replace('/', '_')}.log" for name in names}
     processes = {name: subprocess.Popen([sys.executable, "-c", STOPPABLE, str(logs[name])]) for name in names}
