@@ -13,8 +13,8 @@ from loop_ros.core.config import ArcConfig, SafetyConfig, TaskConfig
 from loop_ros.core.runtime import ModelHolder
 from loop_ros.core.tasks import make_task
 from loop_ros.workers.plan_worker import Plan, PlanWorker, StateSample
-from loop_ros.workers.tick_policy import (ACTOR, HELD, INVALID, NO_MODEL, NO_STATE, PLAN, STALE, STARTING, held_action,
-                                          tick_source)
+from loop_ros.workers.tick_policy import (ACTOR, HELD, INVALID, LATE, NO_MODEL, NO_STATE, PLAN, STALE, STARTING,
+                                          held_action, tick_source)
 
 TIMEOUT = 0.1
 
@@ -27,18 +27,20 @@ def plan(seq, state):
     return Plan(seq, state, np.zeros(2), np.zeros((3, 2)), {}, 0.001, 0.0, state.received)
 
 
-@pytest.mark.parametrize("now, state, invalid, latest_plan, last_used, has_model, expected", [
-    (1.0, None, False, None, -1, True, NO_STATE),
-    (1.0, sample(0, 0.95), True, None, -1, True, INVALID),           # invalid wins over a fresh valid one
-    (1.0, sample(0, 0.85), False, plan(0, sample(0, 0.85)), -1, True, STALE),  # 0.15 s > 0.1 s
-    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), -1, True, PLAN),
-    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, True, HELD),    # already used, state still fresh
-    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), -1, True, ACTOR),  # planned on a too old state
-    (1.0, sample(1, 0.98), False, None, -1, False, NO_MODEL),
-    (1.0, sample(1, 0.98), False, None, -1, True, STARTING),   # no plan yet: not a late one
+@pytest.mark.parametrize("now, state, invalid, latest_plan, last_used, used_ticks, has_model, expected", [
+    (1.0, None, False, None, -1, 0, True, NO_STATE),
+    (1.0, sample(0, 0.95), True, None, -1, 0, True, INVALID),           # invalid wins over a fresh valid one
+    (1.0, sample(0, 0.85), False, plan(0, sample(0, 0.85)), -1, 0, True, STALE),  # 0.15 s > 0.1 s
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), -1, 0, True, PLAN),
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.96)), 0, 1, True, HELD),    # already used, state still fresh
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), -1, 0, True, LATE),   # planned on a too old state
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), 0, 2, True, LATE),    # ... its last step (of 3) left
+    (1.0, sample(1, 0.98), False, plan(0, sample(0, 0.89)), 0, 3, True, ACTOR),   # ... and used up
+    (1.0, sample(1, 0.98), False, None, -1, 0, False, NO_MODEL),
+    (1.0, sample(1, 0.98), False, None, -1, 0, True, STARTING),   # no plan yet: not a late one
 ])
-def test_tick_source(now, state, invalid, latest_plan, last_used, has_model, expected):
-    assert tick_source(now, state, invalid, latest_plan, last_used, TIMEOUT, has_model) == expected
+def test_tick_source(now, state, invalid, latest_plan, last_used, used_ticks, has_model, expected):
+    assert tick_source(now, state, invalid, latest_plan, last_used, used_ticks, TIMEOUT, has_model) == expected
 
 
 def test_held_plan_executes_its_shifted_mean():

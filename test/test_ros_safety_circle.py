@@ -1,4 +1,10 @@
-"""With the shipped trained bundle, safeARC keeps the car inside a keep-in circle edited live."""
+"""With the shipped trained bundle, safeARC keeps the car inside a keep-in circle edited live.
+
+Lock-step (the sim steps when the plan on its state has come): the claim is the planner's, and on
+a loaded CPU a real-time run plans late (50-80 ms a plan with a second process spinning on one of
+two cores), so its car drifts whatever the planner does. What a real-time run does is measured
+with ``loop-ros up`` (bench/RESULTS.md), not asserted here.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +13,7 @@ from ros_helpers import REPO, NodeProcess, Probe, domain_id, params_file
 
 MANIFEST = REPO / "models" / "rc_car" / "manifest.json"
 NEW_RADIUS = 1.1  # tighter than the YAML's 1.2; the task's circle is 1 m
-RECORD_S = 10.0
+RECORD_STEPS = 500  # 10 s of the car's time, one episode's length
 SETTLE_STEPS = 50  # one second at 50 Hz
 
 pytestmark = pytest.mark.skipif(not MANIFEST.exists(),
@@ -19,7 +25,8 @@ def test_the_car_stays_inside_a_tightened_circle_under_safe_arc(tmp_path):
     from rclpy.parameter import Parameter
 
     domain = domain_id(6)
-    params = params_file(tmp_path / "params.yaml", **{"task.bundle": str(MANIFEST.parent), "safety.enabled": True})
+    params = params_file(tmp_path / "params.yaml", **{"task.bundle": str(MANIFEST.parent), "safety.enabled": True,
+                                                                "task.lockstep": True})
     nodes = [NodeProcess(name, name, params, domain, tmp_path) for name in ("sim", "planner")]
     probe = Probe(domain)
     try:
@@ -38,12 +45,11 @@ def test_the_car_stays_inside_a_tightened_circle_under_safe_arc(tmp_path):
             np.hypot(m.pose.pose.position.x, m.pose.pose.position.y) < NEW_RADIUS - 0.02 for m in seen[-SETTLE_STEPS:]),
             20.0, "the car inside the new circle for a second")
         states = probe.collect(Odometry, "state")
-        probe.spin_for(RECORD_S)
+        probe.wait_for(lambda: len(states) >= RECORD_STEPS, 120.0, f"{RECORD_STEPS} more states")
     finally:
         probe.close()
         codes = [node.stop() for node in nodes]
     assert codes == [0, 0]
     radius = np.array([np.hypot(m.pose.pose.position.x, m.pose.pose.position.y) for m in states])
-    assert len(radius) >= 0.9 * 50 * RECORD_S
     assert np.mean(radius > NEW_RADIUS) <= 0.05, f"outside {np.mean(radius > NEW_RADIUS):.1%} of the time"
     assert radius.max() <= NEW_RADIUS + 0.15

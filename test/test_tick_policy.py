@@ -8,7 +8,7 @@ import numpy as np
 
 from loop_ros.core.tasks import make_task
 from loop_ros.workers.plan_worker import Plan, StateSample
-from loop_ros.workers.tick_policy import ACTOR, FAILED, HELD, NO_MODEL, PLAN, STALE, TickPolicy
+from loop_ros.workers.tick_policy import ACTOR, FAILED, HELD, LATE, NO_MODEL, PLAN, STALE, TickPolicy
 
 TASK = make_task("point_mass")
 TIMEOUT = 0.1
@@ -20,7 +20,7 @@ def policy() -> tuple[TickPolicy, list[str]]:
 
 
 def a_plan(seq: int, state: StateSample, action=(0.5, -0.5)) -> Plan:
-    return Plan(seq, state, np.array(action), np.array([action, (0.1, 0.1)]), {}, 0.01, 0.0, state.received)
+    return Plan(seq, state, np.array(action), np.array([action, (0.1, 0.1), (0.2, 0.2)]), {}, 0.01, 0.0, state.received)
 
 
 class Actor:
@@ -36,14 +36,24 @@ def test_each_source_gives_its_action_within_the_bounds_and_is_counted():
     plan = a_plan(0, state)
     np.testing.assert_array_equal(tick.tick(0.01, state, False, plan, model, TIMEOUT), [0.5, -0.5])  # PLAN
     np.testing.assert_array_equal(tick.tick(0.03, state, False, plan, model, TIMEOUT), [0.1, 0.1])  # HELD, shifted
-    old = a_plan(0, StateSample(np.zeros(4, np.float32), -1.0, 0))
-    fresh = StateSample(np.zeros(4, np.float32), 0.04, 1)
-    np.testing.assert_array_equal(tick.tick(0.05, fresh, False, old, model, TIMEOUT), [1.0, 1.0])  # ACTOR, clipped
-    np.testing.assert_array_equal(tick.tick(0.5, fresh, False, old, model, TIMEOUT), TASK.safe_action())  # STALE
+    fresh = StateSample(np.zeros(4, np.float32), 0.1, 1)
+    np.testing.assert_array_equal(tick.tick(0.15, fresh, False, plan, model, TIMEOUT), [0.2, 0.2])  # LATE, shifted
+    np.testing.assert_array_equal(tick.tick(0.17, fresh, False, plan, model, TIMEOUT), [1.0, 1.0])  # ACTOR, clipped
+    np.testing.assert_array_equal(tick.tick(0.5, fresh, False, plan, model, TIMEOUT), TASK.safe_action())  # STALE
     counts = tick.summary()["ticks_by_source"]
-    assert (counts[PLAN], counts[HELD], counts[ACTOR], counts[STALE]) == (1, 1, 1, 1)
-    assert tick.summary()["deadline_misses"] == 1 and tick.unbounded_actions == 1
+    assert (counts[PLAN], counts[HELD], counts[LATE], counts[ACTOR], counts[STALE]) == (1, 1, 1, 1, 1)
+    assert tick.summary()["deadline_misses"] == 2 and tick.unbounded_actions == 1
+    assert [miss["published"] for miss in tick.misses] == [LATE, ACTOR]
     assert tick.misses[0]["loader_busy"] is False and any("deadline miss" in w for w in warnings)
+
+
+def test_a_late_plan_never_used_starts_at_its_first_action():
+    tick, _ = policy()
+    model, fresh = Actor(), StateSample(np.zeros(4, np.float32), 0.3, 1)
+    late = a_plan(0, StateSample(np.zeros(4, np.float32), 0.0, 0), action=(0.3, 0.4))
+    np.testing.assert_array_equal(tick.tick(0.31, fresh, False, late, model, TIMEOUT), [0.3, 0.4])
+    np.testing.assert_array_equal(tick.tick(0.33, fresh, False, late, model, TIMEOUT), [0.1, 0.1])
+    assert tick.summary()["ticks_by_source"][LATE] == 2 and tick.summary()["deadline_misses"] == 2
     assert tick.swap_log[0]["version"] == 7
 
 

@@ -19,23 +19,25 @@ from loop_ros.workers.plan_worker import plan_time_breakdown
 # What a tick published, by reason (DESIGN.md section 5)
 PLAN = "plan"            # first action of a plan finished since the last tick
 HELD = "held"            # no new plan yet: the latest plan's action for this tick (its state is still fresh)
-ACTOR = "actor"          # deadline miss: the actor's action on the latest state
+LATE = "late"            # deadline miss: the latest plan goes on (its shifted mean) while it has steps left
+ACTOR = "actor"          # deadline miss, the latest plan used up: the actor's action on the latest state
 STARTING = "starting"    # no plan made yet (first state, model just loaded): the actor's action, not a miss
 NO_MODEL = "no_model"    # no plan and no model to ask: safe action
 STALE = "stale"          # latest valid state older than task.state_timeout_s: safe action
 INVALID = "invalid"      # latest state message was invalid (NaN, wrong size): safe action
 NO_STATE = "no_state"    # nothing received yet: safe action
 FAILED = "failed"        # lock-step only: the plan on this state failed: safe action
-TICK_SOURCES = (PLAN, HELD, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE, FAILED)
+TICK_SOURCES = (PLAN, HELD, LATE, ACTOR, STARTING, NO_MODEL, STALE, INVALID, NO_STATE, FAILED)
 SWAP_TICKS = 3
 """A deadline miss within this many ticks after a model replaced another counts as the swap's."""
 MISSES_KEPT = 50
 """Deadline misses (and runs of stale ticks) whose circumstances the summary lists (the first ones)."""
 
 
-def tick_source(now: float, state, state_invalid: bool, plan, last_plan_seq: int, timeout_s: float,
-                has_model: bool) -> str:
-    """Which action a tick at ``now`` publishes (one of ``TICK_SOURCES``)."""
+def tick_source(now: float, state, state_invalid: bool, plan, last_plan_seq: int, plan_ticks: int,
+                timeout_s: float, has_model: bool) -> str:
+    """Which action a tick at ``now`` publishes (one of ``TICK_SOURCES``); ``plan_ticks``: the ticks
+    the plan numbered ``last_plan_seq`` has been in use."""
     if state_invalid:
         return INVALID
     if state is None:
@@ -49,7 +51,13 @@ def tick_source(now: float, state, state_invalid: bool, plan, last_plan_seq: int
         return PLAN if plan.seq > last_plan_seq else HELD
     if not has_model:
         return NO_MODEL
-    return STARTING if plan is None else ACTOR
+    if plan is None:
+        return STARTING
+    # A late plan (made on a state older than the timeout) goes on while it has steps left: it was
+    # planned with the task's constraints, the actor was not, and a stretch of late plans on a loaded
+    # CPU must not hand the robot to the actor (with safety on, the car left a tightened circle).
+    unused = plan.seq > last_plan_seq or plan_ticks < len(plan.mean_actions)
+    return LATE if unused else ACTOR
 
 
 def held_action(plan, ticks_since_published: int) -> np.ndarray:
@@ -88,19 +96,21 @@ class TickPolicy:
 
     def tick(self, now: float, state, state_invalid: bool, plan, model, timeout_s: float) -> np.ndarray:
         """The action of the tick at ``now`` (``tick_source``), counted and within the bounds."""
-        source = tick_source(now, state, state_invalid, plan, self._last_plan_seq, timeout_s, model is not None)
+        source = tick_source(now, state, state_invalid, plan, self._last_plan_seq, self._plan_ticks, timeout_s,
+                             model is not None)
+        missed = source in (LATE, ACTOR)
         action = self.safe_action
-        if source == PLAN:
+        if source in (PLAN, LATE) and plan.seq > self._last_plan_seq:
             action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
-        elif source == HELD:
+        elif source in (HELD, LATE):
             action = held_action(plan, self._plan_ticks)
             self._plan_ticks += 1
         elif source in (ACTOR, STARTING):
             action = model.actor(state.obs[None], np.zeros((1, self.act_dim), np.float32))[0]
-        if source == ACTOR:
-            self._record_miss(now, plan)
+        if missed:
+            self._record_miss(now, plan, source)
         self._track_stale(now, state, timeout_s, source == STALE)
-        self._count(source, model, now, missed=source == ACTOR)
+        self._count(source, model, now, missed)
         if self._last_tick:
             self._tick_periods.append(now - self._last_tick)
         self._first_tick = self._first_tick or now
@@ -142,14 +152,14 @@ class TickPolicy:
         self.swap_misses += missed and self._ticks_since_swap < SWAP_TICKS
         self._ticks_since_swap += 1
 
-    def _record_miss(self, now: float, plan) -> None:
+    def _record_miss(self, now: float, plan, source: str) -> None:
         """Keep and log a deadline miss with what was going on, so its cause can be told from the log."""
-        miss = {"t_s": now - self._first_tick, "plan_state_age_ms": (now - plan.state.received) * 1e3,
-                "plan_finished_ago_ms": (now - plan.finished) * 1e3, **plan_time_breakdown(plan, "plan_"),
+        miss = {"published": source, "t_s": now - self._first_tick,
+                "plan_state_age_ms": (now - plan.state.received) * 1e3, "plan_finished_ago_ms": (now - plan.finished) * 1e3, **plan_time_breakdown(plan, "plan_"),
                 **self._miss_context(), "ticks_since_swap": self._ticks_since_swap}
         if len(self.misses) < MISSES_KEPT:
             self.misses.append(miss)
-        self._warn("deadline miss, publishing the actor's action: " +
+        self._warn("deadline miss: " +
                    ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in miss.items()))
 
     def _track_stale(self, now: float, state, timeout_s: float, stale: bool) -> None:
@@ -177,7 +187,7 @@ class TickPolicy:
             "tick_period_p99_ms": _percentile_ms(periods, 99),
             "tick_period_max_ms": _percentile_ms(periods, 100),
             "tick_jitter_p99_ms": _percentile_ms(tick_jitter(periods, self._nominal_period_s), 99),
-            "deadline_misses": self.counts[ACTOR],
+            "deadline_misses": self.counts[LATE] + self.counts[ACTOR],
             "swap_deadline_misses": self.swap_misses,
             "deadline_miss_details": list(self.misses),
             "stale_periods": list(self.stale_periods),
