@@ -42,7 +42,8 @@ def test_bench_loop_runs_the_task_under_the_trainers_load_and_leaves_the_replay_
                 except subprocess.TimeoutExpired:
                     process.kill()
     result = json.loads(result_file.read_text())
-    assert result["clean_exit"] and result["stopped_because"] == "duration reached"
+    assert result["clean_exit"] and result["stopped_because"] == "duration reached", \
+        (result["exit_codes"], result["stopped_because"], (tmp_path / "bench.log").read_text()[:3000])
     assert result["target_hz"] == RATE_HZ and abs(result["achieved_hz"] - RATE_HZ) <= 0.05 * RATE_HZ
     assert sum(result["ticks_by_source"].values()) == result["ticks"] >= 0.5 * RUN_S * RATE_HZ
     assert result["deadline_misses"] == result["ticks_by_source"]["late"] + result["ticks_by_source"]["actor"]

@@ -41,7 +41,7 @@ def loop_figures(summary: dict, clean: bool, target_hz: float, duration: float, 
     wall_s = summary["wall_time_s"]
     return {
         "task": summary["task"], "duration_s": duration, "fresh": fresh, "clean_exit": clean,
-        "stopped_because": summary["stopped_because"], "target_hz": target_hz,
+        "exit_codes": summary["exit_codes"], "stopped_because": summary["stopped_because"], "target_hz": target_hz,
         **{key: summary[key] for key in ("ticks", "achieved_hz", "tick_jitter_p99_ms", "tick_period_p99_ms",
                                          "deadline_misses", "swap_deadline_misses", "stale_states",
                                          "plan_latency_median_ms", "plan_latency_p99_ms", "model_swaps")},

@@ -1,19 +1,22 @@
-"""Benchmarks (DESIGN.md section 8): `loop-ros bench plan --preset P --backend B --json F` and
-`loop-ros bench loop --task T --duration S --json F`.
+"""Benchmarks (DESIGN.md section 8): `loop-ros bench plan --preset P --backend B --json F`,
+`loop-ros bench loop --task T --duration S --json F` and
+`loop-ros bench learn --task T... --algo A... --seeds K... --steps N --out DIR`.
 
-The benchmarks themselves are ``loop_ros.bench`` (``plan``, ``loop``, ``smoothing``: what each measures);
+The benchmarks themselves are ``loop_ros.bench`` (``plan``, ``loop``, ``smoothing``, ``learn``: what each measures);
 this module parses the command, runs one and prints (and writes) its result as JSON.
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
+from loop_ros.bench.learn import bench_learn
 from loop_ros.bench.loop import bench_loop
 from loop_ros.bench.plan import BACKENDS, PRESETS, bench_plan
 from loop_ros.bench.smoothing import bench_smoothing
 from loop_ros.core.tasks import make_task
-from loop_ros.settings import add_task_argument
+from loop_ros.settings import add_task_argument, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -42,11 +45,37 @@ def add_arguments(parser) -> None:
     smoothing.add_argument("--episodes", type=int, default=20)
     smoothing.add_argument("--steps", type=int, default=40)
     smoothing.add_argument("--json", default=None, help="write the results here")
+    _add_learn_arguments(sub.add_parser("learn", help="a grid of headless trainings (task x algo x seed), "
+                                                      "resumable: learning curves and a summary"))
+
+
+def _add_learn_arguments(learn) -> None:
+    from loop_ros.core.config import ALGOS
+
+    learn.add_argument("--task", nargs="+", required=True, help="tasks, as `loop-ros train --task`")
+    learn.add_argument("--algo", nargs="+", default=["loop", "sac", "pets"], choices=sorted(ALGOS))
+    learn.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    learn.add_argument("--steps", type=positive_int, required=True, help="environment steps of each run")
+    learn.add_argument("--eval-every", type=positive_int, default=1000)
+    learn.add_argument("--eval-episodes", type=positive_int, default=3)
+    learn.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core here)")
+    learn.add_argument("--threads", type=positive_int, default=1, help="torch threads of each run")
+    learn.add_argument("--out", type=Path, required=True, help="the grid's directory (a rerun skips finished runs)")
+    learn.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="passed to every run's `loop-ros train` (repeatable)")
 
 
 def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
+    elif args.bench == "learn":
+        extra = [option for setting in args.set for option in ("--set", setting)]
+        result = bench_learn(args.task, args.algo, args.seeds, args.out, args.steps, args.eval_every,
+                             args.eval_episodes, args.jobs, args.threads, extra)
+        print((args.out / "summary.md").read_text(encoding="utf-8"), end="")
+        for failure in result["failed"]:
+            print(f"loop-ros bench learn: failed: {failure}", file=sys.stderr)
+        return 1 if result["failed"] else 0
     elif args.bench == "loop":
         from loop_ros.cpu_quota import CpuQuotaError
 

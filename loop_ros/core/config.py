@@ -42,7 +42,7 @@ INFEASIBLE_FALLBACKS = ("min_cost", "brake")
 MAX_ROBOTS = 64
 """trainer.robots: a fleet larger than this is not what one trainer's process is for."""
 CONTROLLERS = ("arc", "safe-arc", "actor", "cem", "mppi", "loop-cem")
-ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem"}
+ALGOS = {"loop": "arc", "safe-loop": "safe-arc", "sac": "actor", "pets": "cem", "loop-cem": "loop-cem"}
 """Training algorithm -> the planner controller it acts with (one of ``CONTROLLERS``)."""
 
 # Bounded work of one plan (a parameter edit must not be able to exhaust memory or stall the host).

@@ -1,0 +1,142 @@
+"""``loop-ros bench learn``: a grid of headless trainings (task x algo x seed), a few at a time, resumable.
+
+Each run is ``loop-ros train`` in its own process, in ``DIR/runs/<task>/<algo>/seed<k>/`` with its
+log (``train.log``) beside its metrics. A run whose final bundle is there is done and skipped, so
+an interrupted grid goes on where it stopped; an unfinished run starts over. Then the summary:
+per task and algo, the evaluation return at each step count as mean and std over the seeds
+(``DIR/summary.json``, the table ``DIR/summary.md``) and a PNG of the learning curves per task
+(``DIR/curves_<task>.png``, ``bench.curves``).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+"""What ``commands/train.py`` asks its launcher for (glibc keeps the replay's arrays mapped)."""
+
+
+@dataclass(frozen=True)
+class LearnRun:
+    """One training of the grid."""
+
+    task: str
+    algo: str
+    seed: int
+
+    def directory(self, out: Path) -> Path:
+        return out / "runs" / file_name(self.task) / self.algo / f"seed{self.seed}"
+
+
+def file_name(text: str) -> str:
+    """``text`` as one path component: a task such as ``gym:Hopper-v5`` or ``pkg.mod:attr``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def is_done(directory: Path) -> bool:
+    """A finished ``loop-ros train`` run: it exports its final bundle last."""
+    return (directory / "bundle" / "manifest.json").exists()
+
+
+def train_command(run: LearnRun, out: Path, steps: int, eval_every: int, eval_episodes: int,
+                  threads: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "loop_ros.cli", "train", "--task", run.task, "--algo", run.algo,
+            "--seed", str(run.seed), "--steps", str(steps), "--out", str(run.directory(out)),
+            "--eval-every", str(eval_every), "--eval-episodes", str(eval_episodes), "--threads", str(threads),
+            "--no-progress", *extra]
+
+
+def run_grid(runs: list[LearnRun], out: Path, commands: dict[LearnRun, list[str]], jobs: int,
+             log=print) -> dict[LearnRun, int]:
+    """Run every command not done yet, ``jobs`` at a time; returns each run's exit code (0: done before)."""
+    codes = {run: 0 for run in runs if is_done(run.directory(out))}
+    waiting = [run for run in runs if run not in codes]
+    going: dict[LearnRun, tuple[subprocess.Popen, float]] = {}
+    try:
+        while waiting or going:
+            while waiting and len(going) < jobs:
+                run = waiting.pop(0)
+                going[run] = (_start(commands[run], run.directory(out)), time.monotonic())
+                log(f"started {run.task} {run.algo} seed {run.seed}")
+            time.sleep(0.5)
+            for run, (process, started) in list(going.items()):
+                if process.poll() is not None:
+                    codes[run] = process.returncode
+                    del going[run]
+                    log(f"finished {run.task} {run.algo} seed {run.seed}: exit {process.returncode}, "
+                        f"{time.monotonic() - started:.0f} s")
+    finally:
+        for process, _ in going.values():  # interrupted: the runs in progress stop with us
+            process.terminate()
+            process.wait(30)
+    return codes
+
+
+def _start(command: list[str], directory: Path) -> subprocess.Popen:
+    shutil.rmtree(directory, ignore_errors=True)  # an unfinished earlier try: its rows would mix with this one's
+    directory.mkdir(parents=True)
+    with open(directory / "train.log", "wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **TRAIN_ENV})
+
+
+def curves(runs: list[LearnRun], out: Path, metric: str = "eval_return") -> dict[str, dict[str, dict]]:
+    """``{task: {algo: {"env_steps", "mean", "std", "seeds"}}}`` over the seeds' evaluations at
+    the step counts every finished seed has."""
+    table: dict[str, dict[str, dict]] = {}
+    for (task, algo), group in itertools.groupby(sorted(runs, key=lambda r: (r.task, r.algo)),
+                                                 key=lambda r: (r.task, r.algo)):
+        rows = [_evaluations(run.directory(out), metric) for run in group if is_done(run.directory(out))]
+        if not rows:
+            continue
+        steps = sorted(set.intersection(*(set(r) for r in rows)))
+        values = np.array([[r[s] for s in steps] for r in rows], dtype=float)
+        table.setdefault(task, {})[algo] = {"env_steps": steps, "mean": values.mean(0).tolist(),
+                                            "std": values.std(0).tolist(), "seeds": len(rows)}
+    return table
+
+
+def _evaluations(directory: Path, metric: str) -> dict[int, float]:
+    rows = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))["evaluations"]
+    return {int(row["env_steps"]): float(row[metric]) for row in rows if row.get(metric) is not None}
+
+
+def summary_table(table: dict[str, dict[str, dict]]) -> str:
+    """Markdown: per task, each algo's mean +- std at its last common step count."""
+    lines = ["| task | algo | seeds | env steps | eval return (mean +- std) |", "|---|---|---|---|---|"]
+    for task, algos in table.items():
+        for algo, curve in algos.items():
+            lines.append(f"| {task} | {algo} | {curve['seeds']} | {curve['env_steps'][-1]} | "
+                         f"{curve['mean'][-1]:.1f} +- {curve['std'][-1]:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path, steps: int, eval_every: int,
+                eval_episodes: int, jobs: int, threads: int, extra: list[str]) -> dict:
+    """Run the grid (skipping finished runs), then write and return its summary."""
+    from loop_ros.bench.curves import plot_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [LearnRun(*key) for key in itertools.product(tasks, algos, seeds)]
+    commands = {run: train_command(run, out, steps, eval_every, eval_episodes, threads, extra) for run in runs}
+    started = time.monotonic()
+    codes = run_grid(runs, out, commands, jobs, log=lambda text: print(text, file=sys.stderr, flush=True))
+    table = curves(runs, out)
+    summary = {"steps": steps, "seeds": seeds, "jobs": jobs, "threads": threads, "wall_time_s": time.monotonic() - started,
+               "failed": [f"{run.task} {run.algo} seed {run.seed}: exit {code}" for run, code in codes.items() if code],
+               "commands": {f"{run.task} {run.algo} seed {run.seed}": commands[run] for run in runs},
+               "curves": table}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(summary_table(table), encoding="utf-8")
+    for task, algos_curves in table.items():
+        plot_curves(algos_curves, f"{task}: evaluation return, mean +- std over seeds", out / f"curves_{file_name(task)}.png")
+    return summary
