@@ -64,6 +64,7 @@ def test_curves_are_the_mean_and_std_over_seeds_at_the_steps_every_seed_has(tmp_
     np.testing.assert_allclose(curve["mean"], [2.0, 30.0])
     np.testing.assert_allclose(curve["std"], [np.sqrt(2 / 3), np.sqrt(((10 - 30) ** 2 + (20 - 30) ** 2 + 30 ** 2) / 3)])
     assert "| point_mass | sac | 3 | 100 | 30.0 +- 21.6 |" in summary_table(curves(runs, tmp_path))
+    assert curves(runs, tmp_path, "actor_divergence") == {}  # a metric no run has
 
 
 def test_learning_curves_are_drawn_into_a_png(tmp_path):
@@ -87,7 +88,8 @@ def test_bench_learn_trains_each_run_and_writes_the_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [] and summary["curves"]["point_mass"]["sac"]["env_steps"][-1] == 40
     assert summary["curves"]["point_mass"]["sac"]["seeds"] == 2
-    assert (out / "curves_point_mass.png").exists()
+    assert (out / "curves_point_mass.png").exists() and (out / "divergence_point_mass.png").exists()
+    assert summary["actor_divergence"]["point_mass"]["sac"]["env_steps"] == [20, 40]  # none while seeding
     assert "| point_mass | sac | 2 | 40 |" in capsys.readouterr().out
     settings = json.loads((out / "runs" / "point_mass" / "sac" / "seed1" / "metrics.json").read_text())["settings"]
     assert settings["sac"]["hidden"] == [16, 16]  # the --set reached the run

@@ -52,6 +52,7 @@ def test_loop_learns_the_point_mass_and_exports_a_verified_bundle(tmp_path):
     rows = metrics["evaluations"]
     returns = [row["eval_return"] for row in rows]
     assert [row["env_steps"] for row in rows] == [0, 200, 400]
+    assert rows[0]["actor_divergence"] is None and rows[-1]["actor_divergence"] > 0.0  # none while seeding
     reference = scripted_return()
     assert returns[0] < reference - 20.0  # step 0: uniform random actions
     assert returns[-1] > reference - 5.0  # after 400 steps: close to the PD controller
@@ -123,6 +124,19 @@ def test_loop_schedule_seeding_then_sac_every_step_and_a_fit_every_k_m():
     assert [step for step, _, fitted in log if fitted] == [10, 15, 20]  # after seeding, then every K_m = 5
     assert [step for step, updated, _ in log if updated] == list(range(10, 22))
     assert trainer.sac_updates == 12 and trainer.fits == 3
+
+
+def test_actor_divergence_is_the_executed_actions_distance_from_the_actors_mean():
+    trainer = LoopTrainer(PointMassTask(), algo="sac", seed=0, schedule=TrainerConfig(seed_steps=10), **TINY)
+    rng, state = np.random.default_rng(0), np.array([0.3, -0.2, 0.1, 0.0], np.float32)
+    assert trainer.actor_divergence(state, trainer.act(state, rng)) is None  # seeding: random actions
+    feed(trainer, 10, rng)
+    with torch.no_grad():  # the actor network itself, with noise 0: its mean action
+        mean = trainer.sac.actor(torch.as_tensor(state[None]), torch.zeros(1, 2))[0].numpy()
+    assert trainer.actor_divergence(state, trainer.act(state, rng, explore=False)) == pytest.approx(0.0, abs=1e-6)
+    sampled = trainer.act(state, rng, explore=True)  # the actor's sample: away from its mean
+    assert trainer.actor_divergence(state, sampled) == pytest.approx(np.linalg.norm(sampled - mean), rel=1e-5)
+    assert trainer.actor_divergence(state, sampled) > 0.0
 
 
 def test_sac_trains_no_model_and_pets_no_actor(tmp_path):

@@ -5,7 +5,8 @@ log (``train.log``) beside its metrics. A run whose final bundle is there is don
 an interrupted grid goes on where it stopped; an unfinished run starts over. Then the summary:
 per task and algo, the evaluation return at each step count as mean and std over the seeds
 (``DIR/summary.json``, the table ``DIR/summary.md``) and a PNG of the learning curves per task
-(``DIR/curves_<task>.png``, ``bench.curves``).
+(``DIR/curves_<task>.png``, ``bench.curves``); likewise the actor divergence of the training steps
+(the paper's Fig. 4: how far the executed actions stray from the actor's; ``DIR/divergence_<task>.png``).
 """
 from __future__ import annotations
 
@@ -96,9 +97,9 @@ def curves(runs: list[LearnRun], out: Path, metric: str = "eval_return") -> dict
     for (task, algo), group in itertools.groupby(sorted(runs, key=lambda r: (r.task, r.algo)),
                                                  key=lambda r: (r.task, r.algo)):
         rows = [_evaluations(run.directory(out), metric) for run in group if is_done(run.directory(out))]
-        if not rows:
+        steps = sorted(set.intersection(*(set(r) for r in rows))) if rows else []
+        if not steps:  # no finished seed, or a metric the algo has not (pets: no actor to diverge from)
             continue
-        steps = sorted(set.intersection(*(set(r) for r in rows)))
         values = np.array([[r[s] for s in steps] for r in rows], dtype=float)
         table.setdefault(task, {})[algo] = {"env_steps": steps, "mean": values.mean(0).tolist(),
                                             "std": values.std(0).tolist(), "seeds": len(rows)}
@@ -130,13 +131,16 @@ def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path,
     commands = {run: train_command(run, out, steps, eval_every, eval_episodes, threads, extra) for run in runs}
     started = time.monotonic()
     codes = run_grid(runs, out, commands, jobs, log=lambda text: print(text, file=sys.stderr, flush=True))
-    table = curves(runs, out)
+    table, divergence = curves(runs, out), curves(runs, out, "actor_divergence")
     summary = {"steps": steps, "seeds": seeds, "jobs": jobs, "threads": threads, "wall_time_s": time.monotonic() - started,
                "failed": [f"{run.task} {run.algo} seed {run.seed}: exit {code}" for run, code in codes.items() if code],
                "commands": {f"{run.task} {run.algo} seed {run.seed}": commands[run] for run in runs},
-               "curves": table}
+               "curves": table, "actor_divergence": divergence}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_table(table), encoding="utf-8")
     for task, algos_curves in table.items():
         plot_curves(algos_curves, f"{task}: evaluation return, mean +- std over seeds", out / f"curves_{file_name(task)}.png")
+    for task, algos_curves in divergence.items():
+        plot_curves(algos_curves, f"{task}: ||executed action - actor's mean action|| while training, mean +- std "
+                                  "over seeds", out / f"divergence_{file_name(task)}.png")
     return summary

@@ -43,10 +43,12 @@ TRAINER_FLAGS = (
 CSV_COLUMNS = (
     "env_steps", "wall_time_s", "eval_return", "eval_cost", "eval_violations", "eval_mean_speed",
     "eval_radius_error", "eval_crashes", "eval_plan_ms", "train_episodes", "train_return", "train_cost",
-    "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean",
+    "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean", "actor_divergence",
 )
 """One row per evaluation; fit_* describe the latest ensemble fit (fit_seconds near
---fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing)."""
+--fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing);
+actor_divergence: the mean ||executed action - actor's mean action|| of the training steps since the last
+row (the paper's Fig. 4)."""
 
 
 def add_arguments(parser) -> None:
@@ -164,6 +166,7 @@ class TrainingRun:
         self.tally, self.last_train, self.episodes = EpisodeTally(), None, 0
         self.fit: dict[str, Any] = {}
         self.sac: dict[str, float] = {}
+        self.divergences: list[float] = []  # of the training steps since the last evaluation
 
     def run(self) -> dict[str, Any]:
         """Train for ``args.steps`` environment steps; returns the final evaluation row."""
@@ -189,6 +192,9 @@ class TrainingRun:
         """Alg. 1 l.3-7 for one environment step; returns the next state and the car's speed."""
         trainer = self.trainer
         action = trainer.act(state, rng, explore=True)
+        divergence = trainer.actor_divergence(state, action)
+        if divergence is not None:
+            self.divergences.append(divergence)
         next_state, reward, cost, terminated, truncated, info = self.env.step(action)
         trainer.add_transition(state, action, reward, next_state, terminated)
         if self.recorder:
@@ -221,7 +227,9 @@ class TrainingRun:
             "fits": trainer.fits, "holdout_mse": self.fit.get("elite_holdout_mse"),
             "fit_epochs": self.fit.get("epochs"), "fit_seconds": self.fit.get("seconds"),
             "sac_updates": trainer.sac_updates, "alpha": trainer.sac.alpha, "q_mean": self.sac.get("q_mean"),
+            "actor_divergence": float(np.mean(self.divergences)) if self.divergences else None,
         }
+        self.divergences = []
         self.log.append(row)
         if export_to is not None:
             trainer.export(export_to, version=trainer.steps, provenance=provenance(self.args, self.settings, row, result))

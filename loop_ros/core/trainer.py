@@ -156,6 +156,17 @@ class LoopTrainer:
         policy = self.random_policy if explore and self.steps < self.schedule.seed_steps else self.behaviour
         return policy.plan(np.asarray(state, np.float32), rng, explore).action
 
+    def actor_divergence(self, state: np.ndarray, action: np.ndarray) -> float | None:
+        """||action - the actor's mean action|| on ``state (S,)``, the paper's Fig. 4 figure (how far
+        the planner strays from the policy whose value ends its plans); None while acting at random,
+        and for pets (no actor is learned)."""
+        policy = self.behaviour
+        if not self.learns_values or self.steps < self.schedule.seed_steps or not isinstance(policy, ArcPlanner):
+            return None
+        noise = np.zeros((1, self.task.act_dim), np.float32)
+        mean = policy.model.actor(np.asarray(state, np.float32)[None], noise)[0]
+        return float(np.linalg.norm(np.asarray(action) - mean))
+
     def end_episode(self) -> None:
         """The behaviour planner forgets its warm start (the next state is a reset)."""
         self.behaviour.reset()
