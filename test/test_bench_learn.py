@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from loop_ros import cli
@@ -93,3 +98,40 @@ def test_bench_learn_trains_each_run_and_writes_the_summary(tmp_path, capsys):
     assert "| point_mass | sac | 2 | 40 |" in capsys.readouterr().out
     settings = json.loads((out / "runs" / "point_mass" / "sac" / "seed1" / "metrics.json").read_text())["settings"]
     assert settings["sac"]["hidden"] == [16, 16]  # the --set reached the run
+
+
+def test_a_terminated_grid_stops_the_runs_it_started(tmp_path):
+    """SIGTERM to the grid (as `bench learn` handles it) terminates its runs before it exits."""
+    pid_file = tmp_path / "run.pid"
+    run_script = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(120)"
+    grid_script = f"""
+import signal, sys
+from pathlib import Path
+from loop_ros.bench.learn import LearnRun, run_grid
+from loop_ros.commands.bench import _interrupt
+signal.signal(signal.SIGTERM, _interrupt)
+run = LearnRun("point_mass", "sac", 0)
+try:
+    run_grid([run], Path({str(tmp_path)!r}), {{run: [sys.executable, "-c", {run_script!r}]}}, jobs=1, log=lambda text: None)
+except KeyboardInterrupt:
+    sys.exit(3)
+"""
+    grid = subprocess.Popen([sys.executable, "-c", grid_script])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run_pid = int(pid_file.read_text())
+        grid.send_signal(signal.SIGTERM)
+        assert grid.wait(timeout=30) == 3
+        with pytest.raises(ProcessLookupError):
+            os.kill(run_pid, 0)  # gone (reaped by the grid)
+    finally:
+        if grid.poll() is None:
+            grid.kill()
+            grid.wait()
+        if pid_file.exists():  # whatever happened, the stand-in run does not outlive the test
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -25,6 +25,8 @@ import numpy as np
 
 TRAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 """What ``commands/train.py`` asks its launcher for (glibc keeps the replay's arrays mapped)."""
+STOP_S = 30.0
+"""How long an interrupted grid waits for a run it terminated before it kills it."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,12 @@ def run_grid(runs: list[LearnRun], out: Path, commands: dict[LearnRun, list[str]
     finally:
         for process, _ in going.values():  # interrupted: the runs in progress stop with us
             process.terminate()
-            process.wait(30)
+        for process, _ in going.values():
+            try:
+                process.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     return codes
 
 

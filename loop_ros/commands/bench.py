@@ -8,6 +8,7 @@ this module parses the command, runs one and prints (and writes) its result as J
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def run(args) -> int:
     if args.bench == "smoothing":
         result = bench_smoothing(args.episodes, args.steps)
     elif args.bench == "learn":
+        signal.signal(signal.SIGTERM, _interrupt)  # the grid stops its runs on the way out (bench.learn)
         extra = [option for setting in args.set for option in ("--set", setting)]
         result = bench_learn(args.task, args.algo, args.seeds, args.out, args.steps, args.eval_every,
                              args.eval_episodes, args.jobs, args.threads, extra)
@@ -93,3 +95,7 @@ def run(args) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(text + "\n")
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
