@@ -1,9 +1,9 @@
 """With the shipped trained bundle, safeARC keeps the car inside a keep-in circle edited live.
 
-Lock-step (the sim steps when the plan on its state has come): the claim is the planner's, and on
-a loaded CPU a real-time run plans late (50-80 ms a plan with a second process spinning on one of
-two cores), so its car drifts whatever the planner does. What a real-time run does is measured
-with ``loop-ros up`` (bench/RESULTS.md), not asserted here.
+Lock-step (the sim steps when the plan on its state has come): the claim is the planner's. On a
+loaded CPU a real-time run plans late (35-80 ms a plan with a second process spinning on one of two
+cores), and the delay alone can take the car out (1 of 16 such runs, bench/RESULTS.md "A late plan
+goes on"). What a real-time run does is measured with ``loop-ros up``, not asserted here.
 """
 from __future__ import annotations
 
