@@ -14,7 +14,7 @@ from PIL import Image
 
 from loop_ros import cli
 from loop_ros.bench.curves import SIZE, plot_curves
-from loop_ros.bench.learn import LearnRun, curves, file_name, is_done, run_grid, summary_table
+from loop_ros.bench.learn import LearnRun, curves, is_done, run_grid, summary_table
 
 
 def fake_training(directory, returns: dict[int, float], exit_code: int = 0, seconds: float = 0.0) -> list[str]:
@@ -78,10 +78,6 @@ def test_learning_curves_are_drawn_into_a_png(tmp_path):
                  "sac": {"env_steps": [100], "mean": [2.0], "std": [0.0], "seeds": 1}}, "toy", path)
     with Image.open(path) as image:
         assert image.size == SIZE and len(image.getcolors(maxcolors=1 << 16)) > 3  # more than the frame and the text
-
-
-def test_a_task_name_becomes_one_path_component():
-    assert file_name("gym:Hopper-v5") == "gym_Hopper-v5" and file_name("pkg.mod:My/Task") == "pkg.mod_My_Task"
 
 
 def test_bench_learn_trains_each_run_and_writes_the_summary(tmp_path, capsys):

@@ -39,3 +39,4 @@ def test_the_bundle_is_the_params_one_else_the_tasks_default_else_none():
 def test_task_names_become_file_name_parts():
     assert task_file_name("gym:Hopper-v5") == "gym_Hopper-v5"
     assert task_file_name("my_pkg.tasks:Arm") == "my_pkg.tasks_Arm"
+    assert task_file_name("pkg.mod:My/Task") == "pkg.mod_My_Task"  # one path component (bench learn's run folders)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from loop_ros.core.tasks import task_file_name
 
 TRAIN_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 """What ``commands/train.py`` asks its launcher for (glibc keeps the replay's arrays mapped)."""
@@ -38,12 +39,7 @@ class LearnRun:
     seed: int
 
     def directory(self, out: Path) -> Path:
-        return out / "runs" / file_name(self.task) / self.algo / f"seed{self.seed}"
-
-
-def file_name(text: str) -> str:
-    """``text`` as one path component: a task such as ``gym:Hopper-v5`` or ``pkg.mod:attr``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+        return out / "runs" / task_file_name(self.task) / self.algo / f"seed{self.seed}"
 
 
 def is_done(directory: Path) -> bool:
@@ -146,8 +142,8 @@ def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path,
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_table(table), encoding="utf-8")
     for task, algos_curves in table.items():
-        plot_curves(algos_curves, f"{task}: evaluation return, mean +- std over seeds", out / f"curves_{file_name(task)}.png")
+        plot_curves(algos_curves, f"{task}: evaluation return, mean +- std over seeds", out / f"curves_{task_file_name(task)}.png")
     for task, algos_curves in divergence.items():
         plot_curves(algos_curves, f"{task}: ||executed action - actor's mean action|| while training, mean +- std "
-                                  "over seeds", out / f"divergence_{file_name(task)}.png")
+                                  "over seeds", out / f"divergence_{task_file_name(task)}.png")
     return summary

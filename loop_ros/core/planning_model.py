@@ -51,3 +51,11 @@ class FusedRolloutModel(PlanningModel, Protocol):
     def actor_rollout(self, state: np.ndarray, actor_noise: np.ndarray) -> np.ndarray:
         """state (n,S), actor_noise (H,n,A) -> the actor's actions (H,n,A) through the ensemble-mean model."""
         ...
+
+
+def actor_divergence(model: PlanningModel, state: np.ndarray, action: np.ndarray) -> float:
+    """||action - pi(state)||: how far an executed action strays from the actor's mean action on
+    ``state (S,)`` (the paper's Fig. 4 figure; the planner node's diagnostic, headless training's column)."""
+    action = np.asarray(action)
+    mean = model.actor(np.asarray(state, np.float32)[None], np.zeros((1, action.shape[-1]), np.float32))[0]
+    return float(np.linalg.norm(action - mean))

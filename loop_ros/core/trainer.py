@@ -41,6 +41,7 @@ from loop_ros.core.bundle import export_bundle
 from loop_ros.core.config import (ALGOS, ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig,
                                   controller_safety)
 from loop_ros.core.ensemble import DynamicsEnsemble
+from loop_ros.core.planning_model import actor_divergence
 from loop_ros.core.sac import Sac, TransitionBuffer
 from loop_ros.core.tasks.base import Task
 from loop_ros.core.torch_model import TorchPlanningModel
@@ -163,9 +164,7 @@ class LoopTrainer:
         policy = self.behaviour
         if not self.learns_values or self.steps < self.schedule.seed_steps or not isinstance(policy, ArcPlanner):
             return None
-        noise = np.zeros((1, self.task.act_dim), np.float32)
-        mean = policy.model.actor(np.asarray(state, np.float32)[None], noise)[0]
-        return float(np.linalg.norm(np.asarray(action) - mean))
+        return actor_divergence(policy.model, state, action)
 
     def end_episode(self) -> None:
         """The behaviour planner forgets its warm start (the next state is a reset)."""

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from loop_ros.core.arc import ArcPlanner
+from loop_ros.core.planning_model import actor_divergence
 from loop_ros.workers.thread_loop import ThreadLoop
 
 @dataclass(frozen=True)
@@ -240,10 +241,9 @@ class PlanWorker(ThreadLoop):
                 or not np.all(np.isfinite(result.mean_actions)):
             planner.reset()  # heal: the next plan starts from the prior, not from this one
             raise ValueError(f"planner returned a non-finite or misshapen plan (action {action})")
-        actor = planner.model.actor(sample.obs[None], np.zeros((1, self.task.act_dim), np.float32))[0]
         seq = self.latest_plan.seq + 1 if self.latest_plan is not None else 0
         plan = Plan(seq, sample, action, result.mean_actions, dict(result.metrics), latency,
-                    float(np.linalg.norm(action - actor)), time.monotonic(), cpu_s, runnable_s)
+                    actor_divergence(planner.model, sample.obs, action), time.monotonic(), cpu_s, runnable_s)
         self.latest_plan = plan
         self.stats.record(plan)
         if start - self._last_predict >= self._predict_interval_s:  # the plan view is for people: 10 Hz is plenty
