@@ -18,6 +18,27 @@ def random_batch(rng, n=8):
             "s2": rng.standard_normal((n, 2)), "d": (rng.random(n) < 0.3).astype(float)}
 
 
+def bandit_data(rng, n=2000) -> dict:
+    """One-step bandit (every transition terminal), 2-D state, reward -(a - 0.5)^2; the dataset's actions
+    are a mixture of bad (around -0.6), uniform and good (around 0.5) ones, so imitating the data gives
+    about its mean (0) while the best action is 0.5."""
+    kind = rng.integers(3, size=n)
+    action = np.select([kind == 0, kind == 1], [rng.normal(-0.6, 0.1, n), rng.uniform(-1, 1, n)],
+                       rng.normal(0.5, 0.05, n)).clip(-1, 1)[:, None]
+    state = rng.standard_normal((n, 2))
+    return {"s": state, "a": action, "r": -(action[:, 0] - 0.5) ** 2, "s2": state, "d": np.ones(n)}
+
+
+def greedy_action_after_training(learner, data: dict, rng, batch_size: int, steps: int = 300) -> float:
+    """``steps`` updates on uniform minibatches of ``data``, then the learner's mean greedy action on
+    the first 50 states."""
+    n = len(data["r"])
+    for _ in range(steps):
+        index = rng.integers(n, size=batch_size)
+        learner.update({key: value[index] for key, value in data.items()})
+    return float(np.mean([learner.act(s, deterministic=True, rng=rng) for s in data["s"][:50]]))
+
+
 def same_seed_same_parameters(learners) -> dict:
     """``learners``: two of one seed, one of another, updated on the same 3 batches (interleaved: no
     shared generator). The first two end identical, the third differs; returns the last metrics."""

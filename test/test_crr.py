@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner_checks import assert_refused, same_seed_same_parameters
+from learner_checks import assert_refused, bandit_data, greedy_action_after_training, same_seed_same_parameters
 from loop_ros.core.config import CrrConfig
 from loop_ros.core.crr import Crr, advantage_weights, dataset_log_prob
 
@@ -90,21 +90,12 @@ def test_same_seed_same_batches_same_parameters():
 @pytest.mark.parametrize("changes", [dict(weighting="exp", temperature=0.3), dict(weighting="binary")],
                          ids=["exp", "binary"])
 def test_crr_prefers_the_better_dataset_actions_on_a_bandit(changes):
-    """One-step bandit, reward -(a - 0.5)^2, dataset actions a mixture of bad (around -0.6), uniform and
-    good (around 0.5) ones: imitating the data gives about its mean (0); CRR's actor goes to 0.5."""
+    """The bandit of ``bandit_data``: imitating the data gives about its mean (0); CRR's actor goes to 0.5."""
     rng = np.random.default_rng(0)
-    n = 2000
-    kind = rng.integers(3, size=n)
-    action = np.select([kind == 0, kind == 1], [rng.normal(-0.6, 0.1, n), rng.uniform(-1, 1, n)],
-                       rng.normal(0.5, 0.05, n)).clip(-1, 1)[:, None]
-    state = rng.standard_normal((n, 2))
-    data = {"s": state, "a": action, "r": -(action[:, 0] - 0.5) ** 2, "s2": state, "d": np.ones(n)}
+    data = bandit_data(rng)
     crr = Crr(2, 1, np.array([-1.0]), np.array([1.0]), dataclasses.replace(SMALL, **changes), seed=0)
-    for _ in range(300):
-        index = rng.integers(n, size=SMALL.batch_size)
-        crr.update({key: value[index] for key, value in data.items()})
-    greedy = np.mean([crr.act(s, deterministic=True, rng=rng) for s in state[:50]])
-    assert abs(greedy - 0.5) < 0.5 * abs(action.mean() - 0.5), (greedy, action.mean())
+    greedy, data_mean = greedy_action_after_training(crr, data, rng, SMALL.batch_size), data["a"].mean()
+    assert abs(greedy - 0.5) < 0.5 * abs(data_mean - 0.5), (greedy, data_mean)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import test_offline
-from learner_checks import assert_refused, same_seed_same_parameters
+from learner_checks import assert_refused, bandit_data, greedy_action_after_training, same_seed_same_parameters
 from loop_ros import cli
 from loop_ros.core.bundle import read_bundle
 from loop_ros.core.bundle_verify import verify_bundle
@@ -137,28 +137,20 @@ def test_same_seed_same_batches_same_parameters():
 
 @pytest.mark.parametrize("bc_weight", [0.0, 1.0, 100.0])
 def test_rosmo_moves_the_actor_towards_the_best_action_the_model_knows(bc_weight):
-    """One-step bandit (d = 1), reward -(a - 0.5)^2 known to the model, dataset actions a mixture of bad (around
-    -0.6), uniform and good (around 0.5) ones: imitating the data gives about its mean (0); the lookahead's
-    improvement alone takes ROSMO's actor to 0.5, the behaviour regularisation holds it back towards the data."""
+    """The bandit of ``bandit_data``, its reward known to the model: imitating the data gives about its mean
+    (0); the lookahead's improvement alone takes ROSMO's actor to 0.5, the behaviour regularisation holds it
+    back towards the data."""
     rng = np.random.default_rng(0)
-    n = 2000
-    kind = rng.integers(3, size=n)
-    action = np.select([kind == 0, kind == 1], [rng.normal(-0.6, 0.1, n), rng.uniform(-1, 1, n)],
-                       rng.normal(0.5, 0.05, n)).clip(-1, 1)[:, None]
-    state = rng.standard_normal((n, 2))
-    data = {"s": state, "a": action, "r": -(action[:, 0] - 0.5) ** 2, "s2": state, "d": np.ones(n)}
+    data = bandit_data(rng)
     cfg = dataclasses.replace(SMALL, temperature=0.1, bc_weight=bc_weight)
     rosmo = Rosmo(2, 1, np.array([-1.0]), np.array([1.0]), cfg, BanditModel(), seed=0)
-    for _ in range(300):
-        index = rng.integers(n, size=SMALL.batch_size)
-        rosmo.update({key: value[index] for key, value in data.items()})
-    greedy = np.mean([rosmo.act(s, deterministic=True, rng=rng) for s in state[:50]])
+    greedy, data_mean = greedy_action_after_training(rosmo, data, rng, SMALL.batch_size), data["a"].mean()
     if bc_weight == 0.0:
         assert abs(greedy - 0.5) < 0.1, greedy
     elif bc_weight == 1.0:  # 0.28 here: nearer the best action than the data's mean (-0.03)
-        assert abs(greedy - 0.5) < 0.5 * abs(action.mean() - 0.5), (greedy, action.mean())
+        assert abs(greedy - 0.5) < 0.5 * abs(data_mean - 0.5), (greedy, data_mean)
     else:  # all but behaviour cloning
-        assert abs(greedy - action.mean()) < 0.1, (greedy, action.mean())
+        assert abs(greedy - data_mean) < 0.1, (greedy, data_mean)
 
 
 @pytest.mark.parametrize("changes, message", [
