@@ -14,19 +14,20 @@ from PIL import Image
 
 from loop_ros import cli
 from loop_ros.bench.curves import SIZE, plot_curves
-from loop_ros.bench.learn import LearnRun, curves, is_done, run_grid, summary_table
+from loop_ros.bench.learn import LearnRun, curves, is_done, run_grid, summary_table, training_cost_curves
 
 
-def fake_training(directory, returns: dict[int, float], exit_code: int = 0, seconds: float = 0.0) -> list[str]:
-    """A command that writes what a finished ``loop-ros train`` leaves (unless it fails), and notes
-    when it ran in ``directory.parent/ran.log``."""
+def fake_training(directory, returns: dict[int, float], exit_code: int = 0, seconds: float = 0.0,
+                  metric: str = "eval_return") -> list[str]:
+    """A command that writes what a finished ``loop-ros train`` leaves (unless it fails), ``returns``
+    as the rows' ``metric``, and notes when it ran in ``directory.parent/ran.log``."""
     script = f"""
 import json, os, pathlib, sys, time
 d = pathlib.Path({str(directory)!r})
 with open(d.parent / "ran.log", "a") as log:
     log.write(f"start {{d.name}} {{time.monotonic()}}\\n")
 time.sleep({seconds})
-rows = [{{"env_steps": s, "eval_return": r}} for s, r in {sorted(returns.items())!r}]
+rows = [{{"env_steps": s, {metric!r}: r}} for s, r in {sorted(returns.items())!r}]
 (d / "metrics.json").write_text(json.dumps({{"evaluations": rows}}))
 with open(d.parent / "ran.log", "a") as log:
     log.write(f"end {{d.name}} {{time.monotonic()}}\\n")
@@ -70,6 +71,19 @@ def test_curves_are_the_mean_and_std_over_seeds_at_the_steps_every_seed_has(tmp_
     np.testing.assert_allclose(curve["std"], [np.sqrt(2 / 3), np.sqrt(((10 - 30) ** 2 + (20 - 30) ** 2 + 30 ** 2) / 3)])
     assert "| point_mass | sac | 3 | 100 | 30.0 +- 21.6 |" in summary_table(curves(runs, tmp_path))
     assert curves(runs, tmp_path, "actor_divergence") == {}  # a metric no run has
+
+
+def test_training_cost_curves_leave_out_tasks_whose_training_had_no_cost(tmp_path):
+    totals = {("rc_car", 0): {0: 0.0, 100: 40.0}, ("rc_car", 1): {0: 0.0, 100: 60.0},
+              ("gym:Hopper-v5", 0): {0: 0.0, 100: 0.0}}
+    runs = [LearnRun(task, "loop", seed) for task, seed in totals]
+    commands = {run: fake_training(run.directory(tmp_path), totals[run.task, run.seed], metric="train_cost_total")
+                for run in runs}
+    run_grid(runs, tmp_path, commands, jobs=3, log=lambda text: None)
+    table = training_cost_curves(runs, tmp_path)
+    assert list(table) == ["rc_car"]
+    np.testing.assert_allclose(table["rc_car"]["loop"]["mean"], [0.0, 50.0])
+    np.testing.assert_allclose(table["rc_car"]["loop"]["std"], [0.0, 10.0])
 
 
 def test_learning_curves_are_drawn_into_a_png(tmp_path):

@@ -74,6 +74,35 @@ def test_loop_learns_the_point_mass_and_exports_a_verified_bundle(tmp_path):
     assert not (out / "checkpoint_400").exists()  # the last evaluation writes the final bundle instead
 
 
+def test_the_cumulative_training_cost_sums_the_cost_of_every_training_step(tmp_path, monkeypatch):
+    """train_cost_total (the paper's Fig. 6 figure) against the costs the training env itself returned:
+    a keep-in circle of 0.3 m that the random seeding phase leaves."""
+    envs, make_env = [], PointMassTask.make_env
+
+    def recording_env(task, *args, **kwargs):
+        env = make_env(task, *args, **kwargs)
+        costs, step = [], env.step
+
+        def step_recording_cost(action):
+            result = step(action)
+            costs.append(result[2])
+            return result
+
+        env.step, env.costs = step_recording_cost, costs
+        envs.append(env)
+        return env
+
+    monkeypatch.setattr(PointMassTask, "make_env", recording_env)
+    out = tmp_path / "run"
+    assert cli.main(["train", *TOY, "--algo", "sac", "--steps", "300", "--seed", "0", "--eval-every", "100",
+                     "--eval-episodes", "1", "--set", "safety.keep_in_radius=0.3", "--out", str(out)]) == 0
+    rows = json.loads((out / "metrics.json").read_text())["evaluations"]
+    training_env = envs[0]  # made first; the evaluation env second
+    assert rows[-1]["train_cost_total"] == pytest.approx(sum(training_env.costs)) and rows[-1]["train_cost_total"] > 0
+    assert [row["train_cost_total"] for row in rows] == sorted(row["train_cost_total"] for row in rows)
+    assert rows[0]["train_cost_total"] == 0.0  # before the first step
+
+
 def test_same_seed_same_run(tmp_path):
     def run(name):
         cli.main(["train", *TOY, "--algo", "loop", "--steps", "220", "--seed", "3", "--eval-every", "1000",

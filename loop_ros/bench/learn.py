@@ -6,7 +6,9 @@ an interrupted grid goes on where it stopped; an unfinished run starts over. The
 per task and algo, the evaluation return at each step count as mean and std over the seeds
 (``DIR/summary.json``, the table ``DIR/summary.md``) and a PNG of the learning curves per task
 (``DIR/curves_<task>.png``, ``bench.curves``); likewise the actor divergence of the training steps
-(the paper's Fig. 4: how far the executed actions stray from the actor's; ``DIR/divergence_<task>.png``).
+(the paper's Fig. 4: how far the executed actions stray from the actor's; ``DIR/divergence_<task>.png``),
+and, for tasks whose training steps had a cost, the cumulative cost of training (the paper's Fig. 6:
+violations during training; ``DIR/training_cost_<task>.png``).
 """
 from __future__ import annotations
 
@@ -109,6 +111,13 @@ def curves(runs: list[LearnRun], out: Path, metric: str = "eval_return") -> dict
     return table
 
 
+def training_cost_curves(runs: list[LearnRun], out: Path) -> dict[str, dict[str, dict]]:
+    """``curves`` of the cumulative cost of the training steps, for the tasks where some training step
+    had a cost (a task without a constraint would draw flat zeros)."""
+    return {task: algos_curves for task, algos_curves in curves(runs, out, "train_cost_total").items()
+            if any(max(curve["mean"]) > 0 for curve in algos_curves.values())}
+
+
 def _evaluations(directory: Path, metric: str) -> dict[int, float]:
     rows = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))["evaluations"]
     return {int(row["env_steps"]): float(row[metric]) for row in rows if row.get(metric) is not None}
@@ -135,10 +144,11 @@ def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path,
     started = time.monotonic()
     codes = run_grid(runs, out, commands, jobs, log=lambda text: print(text, file=sys.stderr, flush=True))
     table, divergence = curves(runs, out), curves(runs, out, "actor_divergence")
+    training_cost = training_cost_curves(runs, out)
     summary = {"steps": steps, "seeds": seeds, "jobs": jobs, "threads": threads, "wall_time_s": time.monotonic() - started,
                "failed": [f"{run.task} {run.algo} seed {run.seed}: exit {code}" for run, code in codes.items() if code],
                "commands": {f"{run.task} {run.algo} seed {run.seed}": commands[run] for run in runs},
-               "curves": table, "actor_divergence": divergence}
+               "curves": table, "actor_divergence": divergence, "training_cost": training_cost}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_table(table), encoding="utf-8")
     for task, algos_curves in table.items():
@@ -146,4 +156,7 @@ def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path,
     for task, algos_curves in divergence.items():
         plot_curves(algos_curves, f"{task}: ||executed action - actor's mean action|| while training, mean +- std "
                                   "over seeds", out / f"divergence_{task_file_name(task)}.png")
+    for task, algos_curves in training_cost.items():
+        plot_curves(algos_curves, f"{task}: cumulative cost of the training steps (steps violating the constraint), "
+                                  "mean +- std over seeds", out / f"training_cost_{task_file_name(task)}.png")
     return summary

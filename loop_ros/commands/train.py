@@ -43,12 +43,14 @@ TRAINER_FLAGS = (
 CSV_COLUMNS = (
     "env_steps", "wall_time_s", "eval_return", "eval_cost", "eval_violations", "eval_mean_speed",
     "eval_radius_error", "eval_crashes", "eval_plan_ms", "train_episodes", "train_return", "train_cost",
-    "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean", "actor_divergence",
+    "train_cost_total", "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean", "actor_divergence",
 )
 """One row per evaluation; fit_* describe the latest ensemble fit (fit_seconds near
 --fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing);
 actor_divergence: the mean ||executed action - actor's mean action|| of the training steps since the last
-row (the paper's Fig. 4)."""
+row (the paper's Fig. 4); train_cost is the last finished training episode's cost, train_cost_total
+the cost of every training step so far, the seeding phase's included (on the car: the steps spent
+violating the constraint, the paper's Fig. 6 "cumulative violations during training")."""
 
 
 def add_arguments(parser) -> None:
@@ -164,6 +166,7 @@ class TrainingRun:
         self.log = RunLog(Path(args.out), {"command": command_line("train", args), "settings": settings})
         self.started = time.perf_counter()
         self.tally, self.last_train, self.episodes = EpisodeTally(), None, 0
+        self.cost_total = 0.0  # of every training step so far
         self.fit: dict[str, Any] = {}
         self.sac: dict[str, float] = {}
         self.divergences: list[float] = []  # of the training steps since the last evaluation
@@ -202,6 +205,7 @@ class TrainingRun:
         self.sac = trainer.update() or self.sac
         self.fit = trainer.refit_model_if_due() or self.fit
         self.tally.add(reward, cost)
+        self.cost_total += cost
         if terminated or truncated:
             self.last_train, self.tally, self.episodes = self.tally, EpisodeTally(), self.episodes + 1
             trainer.end_episode()
@@ -224,6 +228,7 @@ class TrainingRun:
             "eval_radius_error": result["mean_radius_error"], "eval_crashes": result["crashes"],
             "eval_plan_ms": result["mean_plan_ms"], "train_episodes": self.episodes,
             "train_return": last.ret if last else None, "train_cost": last.cost if last else None,
+            "train_cost_total": self.cost_total,
             "fits": trainer.fits, "holdout_mse": self.fit.get("elite_holdout_mse"),
             "fit_epochs": self.fit.get("epochs"), "fit_seconds": self.fit.get("seconds"),
             "sac_updates": trainer.sac_updates, "alpha": trainer.sac.alpha, "q_mean": self.sac.get("q_mean"),
