@@ -43,7 +43,8 @@ TRAINER_FLAGS = (
 CSV_COLUMNS = (
     "env_steps", "wall_time_s", "eval_return", "eval_cost", "eval_violations", "eval_mean_speed",
     "eval_radius_error", "eval_crashes", "eval_plan_ms", "train_episodes", "train_return", "train_cost",
-    "train_cost_total", "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean", "actor_divergence",
+    "train_cost_total", "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean",
+    "actor_divergence",
 )
 """One row per evaluation; fit_* describe the latest ensemble fit (fit_seconds near
 --fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing);
