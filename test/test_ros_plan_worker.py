@@ -120,12 +120,12 @@ def make_worker():
     """Factory: a started worker over a holder with ``model``; returns (worker, log, configs, errors)."""
     started = []
 
-    def make(model=FakeModel()):
+    def make(model=FakeModel(), in_flight=None):
         log = Log()
         configs = {"arc": ArcConfig(horizon=3), "safety": SafetyConfig(), "task": TaskConfig(name="point_mass")}
         errors = []
         w = PlanWorker(make_task("point_mass"), ModelHolder(model), configs, make_planner=stand_in_factory(log),
-                       on_error=errors.append)
+                       on_error=errors.append, in_flight=in_flight)
         w.start()
         started.append((w, log))
         return w, log, configs, errors
@@ -145,14 +145,21 @@ def offer(w, seq, value):
     w.offer_state(StateSample(np.full(4, value, np.float32), time.monotonic(), seq))
 
 
-@pytest.mark.parametrize("compensate, planned_on", [(True, 2.0), (False, 1.0)])
-def test_plans_from_the_state_one_step_ahead_through_the_applied_action(make_worker, compensate, planned_on):
-    w, log, configs, _ = make_worker()
+@pytest.mark.parametrize("compensate, in_flight, planned_on",
+                         [(True, 2, 3.0), (True, 0, 1.0), (False, 2, 1.0)])
+def test_plans_from_the_state_predicted_through_the_actions_in_flight(make_worker, compensate, in_flight, planned_on):
+    asked = []
+
+    def actions_in_flight(sample, plan):
+        asked.append((sample.seq, plan))
+        return np.full((in_flight, 2), 0.5, np.float32)
+
+    w, log, configs, _ = make_worker(in_flight=actions_in_flight)
     w.offer_configs({**configs, "task": TaskConfig(name="point_mass", compensate_delay=compensate)})
-    w.applied_action = np.array([0.5, 0.5], np.float32)
     offer(w, 0, 1.0)
     wait_until(lambda: log.planned)
-    assert log.planned == [planned_on]  # the stand-in's prediction one step ahead adds 1
+    assert log.planned == [planned_on]  # the stand-in's prediction adds 1 a step
+    assert asked == ([(0, None)] if compensate else [])
 
 
 def test_plans_on_the_newest_state_and_skips_the_ones_in_between(worker):

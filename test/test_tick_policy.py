@@ -8,7 +8,8 @@ import numpy as np
 
 from loop_ros.core.tasks import make_task
 from loop_ros.workers.plan_worker import Plan, StateSample
-from loop_ros.workers.tick_policy import ACTOR, FAILED, HELD, LATE, NO_MODEL, PLAN, STALE, TickPolicy
+from loop_ros.workers.tick_policy import (ACTOR, FAILED, HELD, LATE, MAX_COMPENSATION_STEPS, NO_MODEL, PLAN, STALE,
+                                         TickPolicy)
 
 TASK = make_task("point_mass")
 TIMEOUT = 0.1
@@ -72,3 +73,41 @@ def test_a_lock_step_answer_is_the_plans_action_else_the_safe_action():
     np.testing.assert_array_equal(tick.answer(0.2, None, SimpleNamespace(version=8)), TASK.safe_action())
     counts = tick.summary()["ticks_by_source"]
     assert (counts[NO_MODEL], counts[PLAN], counts[FAILED]) == (1, 1, 1) and tick.summary()["deadline_misses"] == 0
+
+
+def a_state(seq: int, received: float) -> StateSample:
+    return StateSample(np.zeros(4, np.float32), received, seq)
+
+
+def test_the_delay_of_recent_plans_sets_how_many_actions_are_in_flight_and_which():
+    tick, _ = policy()
+    model = Actor()
+    assert tick.compensation_steps() == 1  # before any plan was used: one tick
+    np.testing.assert_array_equal(tick.actions_in_flight(0.0, None), [TASK.safe_action()])
+    # Ticks at 0.01, 0.03, ...; state k arrives at 0.02 k and its plan is first used at the tick
+    # 0.02 k + 0.05: two ticks (0.02 k + 0.01 and + 0.03) come between, so it acts 2 steps late.
+    plans = [a_plan(k, a_state(k, 0.02 * k), action=(0.1 * k, -0.1 * k)) for k in range(8)]
+    for i in range(10):
+        tick.tick(0.01 + 0.02 * i, a_state(i, 0.02 * i), False, plans[i - 2] if i >= 2 else None, model, TIMEOUT)
+    assert tick.compensation_steps() == 2 and tick.summary()["compensation_steps"] == 2
+    # A state that came before the last tick (0.19): that tick's action (plan 7's first), then plan 7 held on.
+    np.testing.assert_allclose(tick.actions_in_flight(0.185, plans[7]), [(0.7, -0.7), (0.1, 0.1)])
+    # After it, with a plan no tick has used yet: its first action, then its next one.
+    newest = a_plan(8, a_state(8, 0.16), action=(0.3, 0.4))
+    np.testing.assert_allclose(tick.actions_in_flight(0.195, newest), [(0.3, 0.4), (0.1, 0.1)])
+
+
+def test_the_compensation_is_bounded_and_follows_the_median_delay():
+    tick, _ = policy()
+    model = Actor()
+    for k in range(5):  # five plans used 10 ticks after their state (each a deadline miss: late)
+        start = 0.5 * k
+        for i in range(10):
+            tick.tick(start + 0.01 + 0.02 * i, a_state(k, start), False, None, model, 10.0)
+        tick.tick(start + 0.21, a_state(k, start), False, a_plan(k, a_state(k, start)), model, 10.0)
+    assert tick.compensation_steps() == MAX_COMPENSATION_STEPS
+    for k in range(5, 11):  # six more, used at the first tick after their state: the median follows
+        start = 0.5 * k
+        tick.tick(start + 0.01, a_state(k, start), False, a_plan(k, a_state(k, start)), model, 10.0)
+    assert tick.compensation_steps() == 0
+    np.testing.assert_array_equal(tick.actions_in_flight(6.0, None), np.zeros((0, 2)))

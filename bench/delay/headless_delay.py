@@ -1,12 +1,14 @@
 """Headless delay harness for the car (bench/RESULTS.md, "Delay and its compensation, headless"): the
 action planned on state x_m is applied j-1 steps later (j = 1: to x_m itself), plans pipelined one a
-step; with c > 0 each plan starts from x_{m+c} predicted through the c actions already in flight.
-Episodes start from ``env.reset(seed=i)``; the planner is the node's (the params' controller, ONNX Runtime).
+step; with 0 < c < j each plan starts from x_{m+c} predicted through the c actions already in flight.
+Episodes start from ``env.reset(seed=i)``, or with ``--node-starts`` as the sim node's do (``reset(seed=0)``,
+then ``reset()`` from the generator that one seeded); the planner is the node's (the params' controller,
+ONNX Runtime).
 
-    .venv/bin/python bench/delay/headless_delay.py J C EPISODES [BUNDLE [PARAMS]]
+    .venv/bin/python bench/delay/headless_delay.py J C EPISODES [--bundle DIR] [--params FILE] [--node-starts]
 """
+import argparse
 import json
-import sys
 
 import numpy as np
 
@@ -16,14 +18,15 @@ from loop_ros.core.tasks import make_task
 from loop_ros.settings import load_params
 
 
-def main(j: int, c: int, episodes: int, bundle: str = "models/rc_car", params_file: str | None = None) -> dict:
+def main(j: int, c: int, episodes: int, bundle: str = "models/rc_car", params_file: str | None = None,
+         node_starts: bool = False) -> dict:
     task = make_task("rc_car")
     params = load_params(task, params_file)
     planner, _ = bundle_planner(task, bundle, params, params["task.controller"])
     env = task.make_env(section_configs(params, ("safety",))["safety"], params.get("sim.episode_steps"))
     rng, out = np.random.default_rng(0), []
     for episode in range(episodes):
-        x = env.reset(seed=episode)
+        x = env.reset() if node_starts and episode else env.reset(seed=0 if node_starts else episode)
         planner.reset()
         in_flight = [np.asarray(task.safe_action(), np.float32)] * (j - 1)  # actions of steps m .. m+j-2
         total_return = total_cost = 0.0
@@ -39,10 +42,18 @@ def main(j: int, c: int, episodes: int, bundle: str = "models/rc_car", params_fi
                 crashed = bool(terminated)
                 break
         out.append({"return": round(total_return, 1), "violation_ticks": total_cost, "crashed": crashed})
-    return {"j": j, "c": c, "bundle": bundle, "episodes": out,
+    return {"j": j, "c": c, "bundle": bundle, "node_starts": node_starts, "episodes": out,
             "mean_return": float(np.mean([o["return"] for o in out])),
             "violation_ticks": sum(o["violation_ticks"] for o in out), "crashes": sum(o["crashed"] for o in out)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("j", type=int)
+    parser.add_argument("c", type=int)
+    parser.add_argument("episodes", type=int)
+    parser.add_argument("--bundle", default="models/rc_car")
+    parser.add_argument("--params")
+    parser.add_argument("--node-starts", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(main(args.j, args.c, args.episodes, args.bundle, args.params, args.node_starts)))

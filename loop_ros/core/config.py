@@ -328,8 +328,7 @@ class TaskConfig:
     seed: int = 0
     """Seed of the planner's noise generator."""
     compensate_delay: bool = True
-    """Plan from the state predicted one control step ahead through the last published action
-    (the action reaches the robot about one tick after the state it was planned on)."""
+    """Plan from the state the plan's action will act on: predicted as many control steps ahead as recent plans' actions came after their states (the median of the last 25, at most 4; one before the first), through the actions published or due meanwhile."""
     bundle: str = ""
     """Model bundle directory (relative paths are resolved against the package's share or repo root); empty:
     the task's own default bundle (``models/rc_car`` for the car), or none (the planner brakes until a

@@ -80,7 +80,8 @@ class PlannerNode(ManagedNode):
         self.holder = ModelHolder()
         self.lockstep = configs["task"].lockstep
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error,
-                                 answer=self._answer if self.lockstep else None)
+                                 answer=self._answer if self.lockstep else None,
+                                 in_flight=lambda sample, plan: self.policy.actions_in_flight(sample.received, plan))
         self.loader = ModelLoader(self.holder, self.task.describe(), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
         self.policy = TickPolicy(self.task, 1.0 / configs["task"].control_rate_hz,
@@ -149,7 +150,6 @@ class PlannerNode(ManagedNode):
         action = self.policy.tick(time.monotonic(), self._state, self._state_invalid, self.worker.latest_plan,
                                   self.holder.current, self.params.configs["task"].state_timeout_s)
         self.action_pub.publish(float_array(action))
-        self.worker.applied_action = np.asarray(action, np.float32)
 
     def _answer(self, sample: StateSample, plan) -> None:
         """Lock-step, in the plan worker's thread: the one action that answers ``sample`` (the sim
@@ -159,7 +159,6 @@ class PlannerNode(ManagedNode):
         try:
             action = self.policy.answer(time.monotonic(), plan, self.holder.current)
             self.action_pub.publish(answer(action, sample.key))
-            self.worker.applied_action = np.asarray(action, np.float32)
         except Exception as error:  # noqa: BLE001 - the worker thread must go on answering
             self.count_callback_error("lockstep answer", error)
 

@@ -118,10 +118,12 @@ class PlanWorker(ThreadLoop):
     def __init__(self, task, holder, configs: dict, make_planner: Callable = ArcPlanner,
                  on_error: Callable[[str], None] = lambda message: None,
                  predict_interval_s: float = 0.1,
-                 answer: Callable[[StateSample, Plan | None], None] | None = None):
+                 answer: Callable[[StateSample, Plan | None], None] | None = None,
+                 in_flight: Callable[[StateSample, Plan | None], np.ndarray] | None = None):
         super().__init__("plan-worker", poll_s=0.1)
         self.task, self.holder = task, holder
         self._make_planner, self._on_error, self._answer = make_planner, on_error, answer
+        self._in_flight = in_flight  # (sample, latest plan) -> (c, A) actions that act before this plan can
         self._predict_interval_s = predict_interval_s
         self._state: StateSample | None = None
         self._planned_seq = -1
@@ -135,7 +137,6 @@ class PlanWorker(ThreadLoop):
         self.planner = None
         self.latest_plan: Plan | None = None
         self.latest_mean_states: np.ndarray | None = None  # (H+1, S), refreshed every predict_interval_s
-        self.applied_action: np.ndarray | None = None  # the last action the node published (A,)
         self.planning_since: float | None = None  # time.monotonic() when the plan in progress began
         self.stats = PlanStats()
 
@@ -211,13 +212,16 @@ class PlanWorker(ThreadLoop):
             planner = planner.with_model(model)
         return planner.with_settings(arc=arc, safety=safety)
 
-    def _delay_compensated(self, planner, obs: np.ndarray) -> np.ndarray:
-        """The state one control step ahead through the action being applied while this plan
-        runs: its first action reaches the robot about one tick after the state was measured."""
-        action, task = self.applied_action, self.configs["task"]
-        if not task.compensate_delay or task.lockstep or action is None:  # lock-step: applied to this very state
-            return obs
-        return planner.predict_states(obs, action[None])[1].astype(np.float32)
+    def _delay_compensated(self, planner, sample: StateSample) -> np.ndarray:
+        """The state this plan's first action will drive the robot from: ``sample``'s, predicted
+        through the actions in flight until then (``in_flight``; the tick policy measures how many)."""
+        task = self.configs["task"]
+        if not task.compensate_delay or task.lockstep or self._in_flight is None:  # lock-step: this very state
+            return sample.obs
+        actions = self._in_flight(sample, self.latest_plan)
+        if len(actions) == 0:
+            return sample.obs
+        return planner.predict_states(sample.obs, actions)[len(actions)].astype(np.float32)
 
     def _plan(self, sample: StateSample) -> Plan | None:
         """The plan on ``sample`` (None: no model, or a state the tick would not use any more)."""
@@ -230,7 +234,7 @@ class PlanWorker(ThreadLoop):
         self.planning_since = time.monotonic()
         start, times_before = time.perf_counter(), thread_times()
         try:
-            result = planner.plan(self._delay_compensated(planner, sample.obs), self._rng,
+            result = planner.plan(self._delay_compensated(planner, sample), self._rng,
                                   explore=self.configs["task"].explore)
         finally:
             self.planning_since = None

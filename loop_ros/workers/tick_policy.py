@@ -4,10 +4,13 @@
 ``TickPolicy`` turns that into the action (always within the task's bounds: a bad model's output
 never reaches the robot) and keeps the figures of the run: ticks by source, deadline misses and
 their circumstances, runs of stale states, model swaps and the misses right after them, tick
-periods. In lock-step there is no tick: ``answer`` gives the action that answers one state.
+periods. It also measures how many ticks a plan's action comes after its state, and tells the plan
+worker which actions will drive the robot meanwhile (``actions_in_flight``: delay compensation).
+In lock-step there is no tick: ``answer`` gives the action that answers one state.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, deque
 from typing import Any, Callable
@@ -32,6 +35,12 @@ SWAP_TICKS = 3
 """A deadline miss within this many ticks after a model replaced another counts as the swap's."""
 MISSES_KEPT = 50
 """Deadline misses (and runs of stale ticks) whose circumstances the summary lists (the first ones)."""
+DELAY_WINDOW = 25
+"""Delay compensation predicts as many steps as the median delay of this many recent plans (one slow plan does not move it)."""
+MAX_COMPENSATION_STEPS = 4
+"""Delay compensation predicts at most this many control steps ahead."""
+PUBLISHED_KEPT = 64
+"""Recent ticks' actions kept for ``actions_in_flight`` (more than the ticks a fresh state can wait for its plan)."""
 
 
 def tick_source(now: float, state, state_invalid: bool, plan, last_plan_seq: int, plan_ticks: int,
@@ -93,6 +102,10 @@ class TickPolicy:
         self._stale_period: dict | None = None  # the run going on, when one is
         self._tick_model = None  # the model the last tick saw
         self._ticks_since_swap = SWAP_TICKS
+        # The plan worker's thread reads these three (actions_in_flight) while the ticks write them.
+        self._lock = threading.Lock()
+        self._published: deque[tuple[float, np.ndarray]] = deque(maxlen=PUBLISHED_KEPT)  # (time, action) of recent ticks
+        self._plan_delays: deque[int] = deque(maxlen=DELAY_WINDOW)  # ticks between a plan's state and its first use
 
     def tick(self, now: float, state, state_invalid: bool, plan, model, timeout_s: float) -> np.ndarray:
         """The action of the tick at ``now`` (``tick_source``), counted and within the bounds."""
@@ -100,13 +113,17 @@ class TickPolicy:
                              model is not None)
         missed = source in (LATE, ACTOR)
         action = self.safe_action
-        if source in (PLAN, LATE) and plan.seq > self._last_plan_seq:
-            action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
-        elif source in (HELD, LATE):
-            action = held_action(plan, self._plan_ticks)
-            self._plan_ticks += 1
-        elif source in (ACTOR, STARTING):
-            action = model.actor(state.obs[None], np.zeros((1, self.act_dim), np.float32))[0]
+        with self._lock:
+            if source in (PLAN, LATE) and plan.seq > self._last_plan_seq:
+                self._plan_delays.append(self._ticks_after(plan.state.received))
+                action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
+            elif source in (HELD, LATE):
+                action = held_action(plan, self._plan_ticks)
+                self._plan_ticks += 1
+            elif source in (ACTOR, STARTING):
+                action = model.actor(state.obs[None], np.zeros((1, self.act_dim), np.float32))[0]
+            action = self.bounded(action)
+            self._published.append((now, action))
         if missed:
             self._record_miss(now, plan, source)
         self._track_stale(now, state, timeout_s, source == STALE)
@@ -115,7 +132,7 @@ class TickPolicy:
             self._tick_periods.append(now - self._last_tick)
         self._first_tick = self._first_tick or now
         self._last_tick = now
-        return self.bounded(action)
+        return action
 
     def answer(self, now: float, plan, model) -> np.ndarray:
         """Lock-step: the action answering a state, from the plan made on it, else the safe action
@@ -126,6 +143,41 @@ class TickPolicy:
         self._first_tick = self._first_tick or now
         self._last_tick = now
         return action
+
+    # ------------------------------------------------------------ delay compensation
+    def actions_in_flight(self, received: float, plan) -> np.ndarray:
+        """(c, A): the actions that drive the robot from a state received at ``received`` until a plan
+        started on it now can act, so the plan can start from the state they lead to.
+
+        c is the delay, in ticks, measured on recent plans (``compensation_steps``): a plan's action
+        drives the robot from the state c steps after its own. The actions are those of the ticks
+        published since ``received``, then those the coming ticks will publish without a newer
+        plan: ``plan`` (the latest) from its first action if no tick has used it yet, else held on.
+        """
+        with self._lock:
+            steps = self.compensation_steps()
+            actions = [action for t, action in self._published if t > received][:steps]
+            fresh = plan is not None and plan.seq > self._last_plan_seq
+            offset = 0 if fresh else self._plan_ticks
+            while len(actions) < steps:
+                if plan is None:
+                    actions.append(self._published[-1][1] if self._published else self.safe_action)
+                else:
+                    actions.append(plan.action if fresh and offset == 0 else held_action(plan, offset))
+                offset += 1
+        return np.clip(np.asarray(actions, np.float32).reshape(steps, self.act_dim), self.low, self.high)
+
+    def compensation_steps(self) -> int:
+        """The median delay of the last ``DELAY_WINDOW`` plans in ticks (at most
+        ``MAX_COMPENSATION_STEPS``); one tick before any plan was used."""
+        if not self._plan_delays:
+            return 1
+        return min(sorted(self._plan_delays)[len(self._plan_delays) // 2], MAX_COMPENSATION_STEPS)
+
+    def _ticks_after(self, received: float) -> int:
+        """Ticks published after ``received``: a plan on a state received then, used by this tick,
+        drives the robot from the state that many steps after its own."""
+        return sum(t > received for t, _ in self._published)
 
     def bounded(self, action) -> np.ndarray:
         """``action`` clipped into the bounds; the safe action when it is not finite or misshapen."""
@@ -181,6 +233,8 @@ class TickPolicy:
         ticks = sum(self.counts.values())
         span = self._last_tick - self._first_tick if ticks > 1 else 0.0
         periods = list(self._tick_periods)
+        with self._lock:
+            compensation_steps = self.compensation_steps()
         return {
             "ticks": ticks,
             "achieved_hz": (ticks - 1) / span if span > 0 else 0.0,
@@ -197,6 +251,7 @@ class TickPolicy:
             "ticks_by_source": {source: self.counts[source] for source in TICK_SOURCES},
             "swap_log": list(self.swap_log),
             "unbounded_actions": self.unbounded_actions,
+            "compensation_steps": compensation_steps,
         }
 
 
