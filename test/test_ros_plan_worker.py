@@ -98,8 +98,9 @@ def stand_in_factory(log: Log):
         def reset(self):
             log.resets += 1
 
-        def predict_states(self, state, actions):  # row i: the state plus i
-            return state + np.arange(len(actions) + 1, dtype=np.float32)[:, None]
+        def predict_states(self, state, actions):  # row i: the state plus i (plus the actions' sum: NaN stays NaN)
+            steps = np.arange(len(actions) + 1, dtype=np.float32)[:, None]
+            return state + steps + 0 * np.concatenate([[0], np.cumsum(np.asarray(actions)[:, 0])])[:, None]
 
     def make(*args):
         log.built += 1
@@ -145,21 +146,23 @@ def offer(w, seq, value):
     w.offer_state(StateSample(np.full(4, value, np.float32), time.monotonic(), seq))
 
 
-@pytest.mark.parametrize("compensate, in_flight, planned_on",
-                         [(True, 2, 3.0), (True, 0, 1.0), (False, 2, 1.0)])
-def test_plans_from_the_state_predicted_through_the_actions_in_flight(make_worker, compensate, in_flight, planned_on):
+@pytest.mark.parametrize("compensate, in_flight, value, planned_on",
+                         [(True, 2, 0.5, 3.0), (True, 0, 0.5, 1.0), (False, 2, 0.5, 1.0), (True, 2, np.nan, 1.0)])
+def test_plans_from_the_state_predicted_through_the_actions_in_flight(make_worker, compensate, in_flight, value,
+                                                                      planned_on):
     asked = []
 
     def actions_in_flight(sample, plan):
         asked.append((sample.seq, plan))
-        return np.full((in_flight, 2), 0.5, np.float32)
+        return np.full((in_flight, 2), value, np.float32)
 
     w, log, configs, _ = make_worker(in_flight=actions_in_flight)
     w.offer_configs({**configs, "task": TaskConfig(name="point_mass", compensate_delay=compensate)})
     offer(w, 0, 1.0)
     wait_until(lambda: log.planned)
-    assert log.planned == [planned_on]  # the stand-in's prediction adds 1 a step
+    assert log.planned == [planned_on]  # the stand-in's prediction adds 1 a step; a NaN one is not used
     assert asked == ([(0, None)] if compensate else [])
+    assert w.stats.snapshot()["uncompensated"] == int(np.isnan(value))
 
 
 def test_plans_on_the_newest_state_and_skips_the_ones_in_between(worker):

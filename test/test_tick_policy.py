@@ -2,6 +2,7 @@
 always within the task's bounds, and the figures it keeps."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -83,31 +84,43 @@ def test_the_delay_of_recent_plans_sets_how_many_actions_are_in_flight_and_which
     tick, _ = policy()
     model = Actor()
     assert tick.compensation_steps() == 1  # before any plan was used: one tick
-    np.testing.assert_array_equal(tick.actions_in_flight(0.0, None), [TASK.safe_action()])
-    # Ticks at 0.01, 0.03, ...; state k arrives at 0.02 k and its plan is first used at the tick
-    # 0.02 k + 0.05: two ticks (0.02 k + 0.01 and + 0.03) come between, so it acts 2 steps late.
-    plans = [a_plan(k, a_state(k, 0.02 * k), action=(0.1 * k, -0.1 * k)) for k in range(8)]
+    # Ticks at 0.01, 0.03, ...; state k arrives at 0.02 k, its plan starts at once and is first used
+    # at the tick 0.02 k + 0.05: two ticks (0.02 k + 0.01 and + 0.03) come between.
+    plans = [dataclasses.replace(a_plan(k, a_state(k, 0.02 * k), action=(0.1 * k, -0.1 * k)),
+                                 finished=0.02 * k + 0.04, latency_s=0.04) for k in range(8)]
     for i in range(10):
         tick.tick(0.01 + 0.02 * i, a_state(i, 0.02 * i), False, plans[i - 2] if i >= 2 else None, model, TIMEOUT)
     assert tick.compensation_steps() == 2 and tick.summary()["compensation_steps"] == 2
-    # A state that came before the last tick (0.19): that tick's action (plan 7's first), then plan 7 held on.
-    np.testing.assert_allclose(tick.actions_in_flight(0.185, plans[7]), [(0.7, -0.7), (0.1, 0.1)])
-    # After it, with a plan no tick has used yet: its first action, then its next one.
-    newest = a_plan(8, a_state(8, 0.16), action=(0.3, 0.4))
+    # A state that came before the last tick (0.19): that tick's action (plan 7's first), then the two
+    # a plan takes, plan 7 held on.
+    np.testing.assert_allclose(tick.actions_in_flight(0.185, plans[7]), [(0.7, -0.7), (0.1, 0.1), (0.2, 0.2)])
+    # After it, with a plan no tick has used yet (an exploring one: its action is not its mean's first):
+    # its action, then its mean's next.
+    newest = Plan(8, a_state(8, 0.16), np.array((0.3, 0.4)), np.array([(0.9, 0.9), (0.1, 0.1), (0.2, 0.2)]),
+                  {}, 0.01, 0.0, 0.19)
     np.testing.assert_allclose(tick.actions_in_flight(0.195, newest), [(0.3, 0.4), (0.1, 0.1)])
+    # A state the busy worker comes to late: the ticks already published count too, at most 4 in all.
+    np.testing.assert_allclose(tick.actions_in_flight(0.16, plans[7]), [(0.6, -0.6), (0.7, -0.7), (0.1, 0.1), (0.2, 0.2)])
+    np.testing.assert_allclose(tick.actions_in_flight(0.12, plans[7]),
+                               [(0.4, -0.4), (0.5, -0.5), (0.6, -0.6), (0.7, -0.7)])
+    tick.count_error(0.21)  # a failed tick published the safe action
+    np.testing.assert_allclose(tick.actions_in_flight(0.2, plans[7])[0], TASK.safe_action())
 
 
 def test_the_compensation_is_bounded_and_follows_the_median_delay():
     tick, _ = policy()
     model = Actor()
-    for k in range(5):  # five plans used 10 ticks after their state (each a deadline miss: late)
+    for k in range(5):  # five plans, each first used 10 ticks after it started (ten `starting` ticks before)
         start = 0.5 * k
         for i in range(10):
             tick.tick(start + 0.01 + 0.02 * i, a_state(k, start), False, None, model, 10.0)
-        tick.tick(start + 0.21, a_state(k, start), False, a_plan(k, a_state(k, start)), model, 10.0)
+        plan = dataclasses.replace(a_plan(k, a_state(k, start)), finished=start + 0.2, latency_s=0.2)
+        tick.tick(start + 0.21, a_state(k, start), False, plan, model, 10.0)
     assert tick.compensation_steps() == MAX_COMPENSATION_STEPS
-    for k in range(5, 11):  # six more, used at the first tick after their state: the median follows
-        start = 0.5 * k
-        tick.tick(start + 0.01, a_state(k, start), False, a_plan(k, a_state(k, start)), model, 10.0)
+    for k in range(5, 11):  # six more, used at the first tick after they started: the median follows.
+        start = 0.5 * k  # Each state waited a tick for the busy worker: the delay counts from the plan's start.
+        tick.tick(start + 0.001, a_state(k, start), False, None, model, 10.0)
+        plan = dataclasses.replace(a_plan(k, a_state(k, start)), finished=start + 0.007, latency_s=0.005)
+        tick.tick(start + 0.01, a_state(k, start), False, plan, model, 10.0)
     assert tick.compensation_steps() == 0
     np.testing.assert_array_equal(tick.actions_in_flight(6.0, None), np.zeros((0, 2)))

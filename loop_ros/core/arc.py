@@ -332,7 +332,7 @@ class ArcPlanner:
         return score
 
     def predict_states(self, state: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """States (H+1, S) of an action sequence (H, A) through the ensemble mean (for the plan view)."""
+        """States (H+1, S) of an action sequence (H, A) through the ensemble mean (the plan view, delay compensation)."""
         K, S = self.model.ensemble_size, len(state)
         s = np.asarray(state, dtype=np.float32)
         states = [s]

@@ -134,20 +134,21 @@ class PlannerNode(ManagedNode):
     # ------------------------------------------------------------ control path
     def _on_tick(self) -> None:
         """Exactly one action per tick (DESIGN 5): should the tick itself fail, the safe action."""
+        now = time.monotonic()
         try:
-            self._tick()
+            self._tick(now)
         except Exception as error:  # noqa: BLE001 - counted like any callback error, and the robot brakes
             self.count_callback_error("tick", error)
             self.action_pub.publish(float_array(self.policy.safe_action))
-            self.policy.count_error()
+            self.policy.count_error(now)
 
-    def _tick(self) -> None:
+    def _tick(self, now: float) -> None:
         # The first tick waits for the first state, and for the model being loaded at start:
         # ticks before them could only brake.
         gate = self.start_gate
         if not gate.open and not gate.passes(self.params.configs["task"].start_subscribers, self._missing_input()):
             return
-        action = self.policy.tick(time.monotonic(), self._state, self._state_invalid, self.worker.latest_plan,
+        action = self.policy.tick(now, self._state, self._state_invalid, self.worker.latest_plan,
                                   self.holder.current, self.params.configs["task"].state_timeout_s)
         self.action_pub.publish(float_array(action))
 

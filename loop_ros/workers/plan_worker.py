@@ -90,13 +90,14 @@ class PlanStats:
             self.counts[name] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """plans, all_infeasible, plan_errors, skipped_stale, n_feasible (last plan),
+        """plans, all_infeasible, plan_errors, skipped_stale, uncompensated (a non-finite delay
+        prediction: planned on the measured state), n_feasible (last plan),
         plan latency median / p99 (ms) and mean actor divergence over the window, and the
         slowest plan of the run: its latency, and the CPU time and core wait of its thread (ms)."""
         with self._lock:
             latencies = np.array(self._latencies)
             divergences = np.array(self._divergences)
-            counters = ("plans", "all_infeasible", "plan_errors", "skipped_stale")
+            counters = ("plans", "all_infeasible", "plan_errors", "skipped_stale", "uncompensated")
             snap: dict[str, Any] = {name: self.counts[name] for name in counters}
             snap["n_feasible"] = self.last_n_feasible
             snap.update(plan_time_breakdown(self.slowest, "slowest_plan_"))
@@ -221,7 +222,11 @@ class PlanWorker(ThreadLoop):
         actions = self._in_flight(sample, self.latest_plan)
         if len(actions) == 0:
             return sample.obs
-        return planner.predict_states(sample.obs, actions)[len(actions)].astype(np.float32)
+        predicted = planner.predict_states(sample.obs, actions)[len(actions)].astype(np.float32)
+        if not np.all(np.isfinite(predicted)):  # a poor model's prediction: plan on the measured state
+            self.stats.count("uncompensated")
+            return sample.obs
+        return predicted
 
     def _plan(self, sample: StateSample) -> Plan | None:
         """The plan on ``sample`` (None: no model, or a state the tick would not use any more)."""

@@ -69,6 +69,11 @@ def tick_source(now: float, state, state_invalid: bool, plan, last_plan_seq: int
     return LATE if unused else ACTOR
 
 
+def plan_started(plan) -> float:
+    """When ``plan`` began (``time.monotonic()``)."""
+    return plan.finished - plan.latency_s
+
+
 def held_action(plan, ticks_since_published: int) -> np.ndarray:
     """The action of the held plan for this tick: its mean shifted by the ticks it has been in use."""
     return plan.mean_actions[min(ticks_since_published, len(plan.mean_actions) - 1)]
@@ -113,15 +118,15 @@ class TickPolicy:
                              model is not None)
         missed = source in (LATE, ACTOR)
         action = self.safe_action
+        if source in (ACTOR, STARTING):  # outside the lock: the plan worker need not wait for the actor
+            action = model.actor(state.obs[None], np.zeros((1, self.act_dim), np.float32))[0]
         with self._lock:
             if source in (PLAN, LATE) and plan.seq > self._last_plan_seq:
-                self._plan_delays.append(self._ticks_after(plan.state.received))
+                self._plan_delays.append(self._ticks_after(plan_started(plan)))
                 action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
             elif source in (HELD, LATE):
                 action = held_action(plan, self._plan_ticks)
                 self._plan_ticks += 1
-            elif source in (ACTOR, STARTING):
-                action = model.actor(state.obs[None], np.zeros((1, self.act_dim), np.float32))[0]
             action = self.bounded(action)
             self._published.append((now, action))
         if missed:
@@ -149,14 +154,18 @@ class TickPolicy:
         """(c, A): the actions that drive the robot from a state received at ``received`` until a plan
         started on it now can act, so the plan can start from the state they lead to.
 
-        c is the delay, in ticks, measured on recent plans (``compensation_steps``): a plan's action
-        drives the robot from the state c steps after its own. The actions are those of the ticks
-        published since ``received``, then those the coming ticks will publish without a newer
-        plan: ``plan`` (the latest) from its first action if no tick has used it yet, else held on.
+        A plan's first action drives the robot from the state c steps after its own, c the ticks
+        between the state's arrival and the plan's first use: those already published (the worker
+        may have been busy when the state came), and those a plan takes from its start, measured on
+        recent plans (``compensation_steps``); at most ``MAX_COMPENSATION_STEPS`` in all. The actions
+        are those of the ticks published since ``received``, then those the coming ticks will
+        publish without a newer plan: ``plan`` (the latest) from its first action if no tick has
+        used it yet, else held on.
         """
         with self._lock:
-            steps = self.compensation_steps()
-            actions = [action for t, action in self._published if t > received][:steps]
+            actions = [action for t, action in self._published if t > received]
+            steps = min(len(actions) + self.compensation_steps(), MAX_COMPENSATION_STEPS)
+            actions = actions[:steps]
             fresh = plan is not None and plan.seq > self._last_plan_seq
             offset = 0 if fresh else self._plan_ticks
             while len(actions) < steps:
@@ -168,16 +177,16 @@ class TickPolicy:
         return np.clip(np.asarray(actions, np.float32).reshape(steps, self.act_dim), self.low, self.high)
 
     def compensation_steps(self) -> int:
-        """The median delay of the last ``DELAY_WINDOW`` plans in ticks (at most
-        ``MAX_COMPENSATION_STEPS``); one tick before any plan was used."""
+        """Ticks published between a plan's start and its first use: the median of the last
+        ``DELAY_WINDOW`` plans (at most ``MAX_COMPENSATION_STEPS``); one before any plan was used.
+        The caller holds the lock."""
         if not self._plan_delays:
             return 1
         return min(sorted(self._plan_delays)[len(self._plan_delays) // 2], MAX_COMPENSATION_STEPS)
 
-    def _ticks_after(self, received: float) -> int:
-        """Ticks published after ``received``: a plan on a state received then, used by this tick,
-        drives the robot from the state that many steps after its own."""
-        return sum(t > received for t, _ in self._published)
+    def _ticks_after(self, since: float) -> int:
+        """Ticks published after ``since`` (before the one being decided)."""
+        return sum(t > since for t, _ in self._published)
 
     def bounded(self, action) -> np.ndarray:
         """``action`` clipped into the bounds; the safe action when it is not finite or misshapen."""
@@ -189,9 +198,11 @@ class TickPolicy:
         self.unbounded_actions += bool(np.any(clipped != action))
         return clipped
 
-    def count_error(self) -> None:
-        """A tick that failed (the node published the safe action)."""
+    def count_error(self, now: float) -> None:
+        """A tick at ``now`` that failed: the node published the safe action."""
         self.counts["tick_error"] += 1
+        with self._lock:
+            self._published.append((now, self.safe_action))
 
     # ------------------------------------------------------------ the record
     def _count(self, source: str, model, now: float, missed: bool) -> None:
