@@ -36,7 +36,7 @@ SWAP_TICKS = 3
 MISSES_KEPT = 50
 """Deadline misses (and runs of stale ticks) whose circumstances the summary lists (the first ones)."""
 DELAY_WINDOW = 25
-"""Delay compensation predicts as many steps as the median delay of this many recent plans (one slow plan does not move it)."""
+"""Delay compensation counts on the median start-to-use delay of this many recent plans (one slow plan does not move it)."""
 MAX_COMPENSATION_STEPS = 4
 """Delay compensation predicts at most this many control steps ahead."""
 PUBLISHED_KEPT = 64
@@ -107,10 +107,10 @@ class TickPolicy:
         self._stale_period: dict | None = None  # the run going on, when one is
         self._tick_model = None  # the model the last tick saw
         self._ticks_since_swap = SWAP_TICKS
-        # The plan worker's thread reads these three (actions_in_flight) while the ticks write them.
+        # The plan worker's thread reads these and the held plan's place (actions_in_flight) while the ticks write them.
         self._lock = threading.Lock()
         self._published: deque[tuple[float, np.ndarray]] = deque(maxlen=PUBLISHED_KEPT)  # (time, action) of recent ticks
-        self._plan_delays: deque[int] = deque(maxlen=DELAY_WINDOW)  # ticks between a plan's state and its first use
+        self._plan_delays: deque[int] = deque(maxlen=DELAY_WINDOW)  # ticks between a plan's start and its first use
 
     def tick(self, now: float, state, state_invalid: bool, plan, model, timeout_s: float) -> np.ndarray:
         """The action of the tick at ``now`` (``tick_source``), counted and within the bounds."""
