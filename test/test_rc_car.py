@@ -141,6 +141,14 @@ def test_reward_is_highest_on_the_circle_at_target_speed():
     np.testing.assert_allclose(task.reward(shuffled, np.ones((2, 3, 2)), batch), rewards[[[0, 2, 4], [1, 3, 5]]])
 
 
+def test_the_fast_variant_is_the_car_task_asked_for_2_6_m_s_beyond_the_grip_limit():
+    fast, car = make_task("rc_car_fast"), make_task("rc_car")
+    assert isinstance(fast, RcCarTask) and fast.target_speed == 2.6 and fast.params_file == car.params_file
+    on_circle = np.stack([circle_state(speed=2.6), circle_state(speed=2.0)])
+    np.testing.assert_allclose(fast.reward(on_circle, np.zeros((2, 2)), on_circle), [1.0, 1.0 - (0.6 / 2.6) ** 2])
+    assert fast.describe()["task"] == "rc_car_fast"  # a car bundle is refused by the fast task, and back
+
+
 def test_cost_is_one_only_outside_the_keep_in_circle():
     task = make_task("rc_car")
     assert (task.name, task.obs_dim, task.act_dim, task.target_speed, task.circle_radius) == ("rc_car", 6, 2, 2.0, 1.0)

@@ -34,6 +34,9 @@ def test_the_bundle_is_the_params_one_else_the_tasks_default_else_none():
     assert bundle_path(make_task("rc_car"), {}) == REPO / "models" / "rc_car"
     assert bundle_path(make_task("rc_car"), {"task.bundle": "/b"}) == Path("/b")
     assert bundle_path(make_task("gym:Hopper-v5"), {"task.bundle": ""}) is None  # none ships
+    # The car's params file names no bundle: each car task has its own (rc_car_fast: none ships).
+    assert bundle_path(make_task("rc_car"), load_params(make_task("rc_car"))) == REPO / "models" / "rc_car"
+    assert bundle_path(make_task("rc_car_fast"), load_params(make_task("rc_car_fast"))) is None
 
 
 def test_task_names_become_file_name_parts():

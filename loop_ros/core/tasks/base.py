@@ -55,9 +55,9 @@ class Task:
     params_file: str | None = None
     """Default params YAML of the task (a path, or one relative to the package data, e.g. ``config/rc_car.yaml``)."""
     default_bundle: str | None = None
+    """The model bundle a planner loads when the params do not name one (None: start without a model)."""
     target_speed: float | None = None
     """The speed the task asks for (m/s), reported beside the measured speed; None when it asks for none."""
-    """The model bundle a planner loads when the params do not name one (None: start without a model)."""
 
     # ------------------------------------------------------------ dynamics-side functions
     def reward(self, state: np.ndarray, action: np.ndarray, next_state: np.ndarray) -> np.ndarray:
