@@ -11,9 +11,12 @@ import mujoco
 import numpy as np
 import pytest
 
+from loop_ros.core.bundle import BundleError, read_bundle
+from loop_ros.core.bundle_verify import verify_bundle
 from loop_ros.core.config import SafetyConfig
 from loop_ros.core.tasks import make_task
 from loop_ros.core.tasks.rc_car import OBS_NAMES, RcCarTask, obs_from_pose
+from loop_ros.settings import data_path
 from loop_ros.sim.rc_car_env import START_HEIGHT, RcCarEnv
 
 # The paper's RC car (E. Ahn's FFAST car, r-pad/aa_simulation rccar.yml).
@@ -146,7 +149,8 @@ def test_the_fast_variant_is_the_car_task_asked_for_2_6_m_s_beyond_the_grip_limi
     assert isinstance(fast, RcCarTask) and fast.target_speed == 2.6 and fast.params_file == car.params_file
     on_circle = np.stack([circle_state(speed=2.6), circle_state(speed=2.0)])
     np.testing.assert_allclose(fast.reward(on_circle, np.zeros((2, 2)), on_circle), [1.0, 1.0 - (0.6 / 2.6) ** 2])
-    assert fast.describe()["task"] == "rc_car_fast"  # a car bundle is refused by the fast task, and back
+    with pytest.raises(BundleError, match="rc_car_fast"):  # the car's model was learned for another reward
+        verify_bundle(read_bundle(data_path(car.default_bundle)), expected=fast.describe())
 
 
 def test_cost_is_one_only_outside_the_keep_in_circle():
