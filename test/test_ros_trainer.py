@@ -178,6 +178,9 @@ def test_sigkill_and_restart_of_the_trainer_restore_the_replay(loop):
     # lost message costs at most one transition; `recorded` is up to 1 s older than the kill.
     assert int(log.group(1)) >= recorded - FLUSH_MESSAGES
     assert "recovered" in loop.nodes["trainer"].log()  # the killed writer's bag
+    # The learner state saved at the killed trainer's last publication (core/learner_state.py).
+    resumed = re.search(r"learner state restored from .*: (\d+) transitions", loop.nodes["trainer"].log())
+    assert resumed and 0 < int(resumed.group(1)) <= recorded, loop.nodes["trainer"].log()
     newer = probe.wait_for(lambda: latest(trainer, "model_version") > version and trainer[-1], 60.0,
                            "a model of the restarted trainer (versions keep growing)")
     # At least that version: the trainer may publish again 0.3 s later, and diagnostics come once a second.

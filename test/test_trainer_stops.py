@@ -8,7 +8,8 @@ shows a refit (mid-export: the model is 1.5 s old by then), as soon as it shows 
 (mid-SAC), and twice at a random moment; every stop is also mid-bag-write (a chunk is open
 all the time at 100 messages a second). Each must exit 0 within ``STOP_BOUND_S`` (``TrainingWorker``: at most one export, about 1 s,
 and the bag's close) with its summary written, and the next start must load every transition
-the stopped one counted: a clean stop closes the open chunk, so it loses nothing.
+the stopped one counted: a clean stop closes the open chunk, so it loses nothing. It must also
+restore the learner state the stopped one saved, which had learned from every transition it counted.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ros_helpers import NodeProcess, Probe, domain_id, params_file
 
 STOP_BOUND_S = 8.0  # the worker's bound (an export) + the bag's close + rclpy's shutdown, on a loaded 2-core host
 LOADED = re.compile(r"replay: (\d+) transitions \(\d+ messages\) loaded")
+RESTORED = re.compile(r"learner state restored from \S+: (\d+) transitions, ")
 SETTINGS = {
     "ensemble.hidden": [32, 32], "ensemble.ensemble_size": 3, "ensemble.num_elites": 2, "ensemble.batch_size": 64,
     "ensemble.max_epochs": 1000, "ensemble.patience": 1000, "ensemble.update_every": 100,
@@ -89,7 +91,7 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
     publish_at_50_hz(probe)
     moments = [0.7, "ensemble refit on", "published model version"] + [round(random.uniform(0.3, 2.5), 2)
                                                                        for _ in range(2)]
-    expected, trainer, latencies = 300, None, []
+    expected, learned, trainer, latencies = 300, 0, None, []
     try:
         for i, moment in enumerate(moments):
             summary_path = tmp_path / f"trainer{i}.json"
@@ -98,6 +100,9 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
             # The last transition of a stopped run is still pending (released one state late);
             # the next run's first state is a new run, so it is never released.
             assert int(loaded.group(1)) == expected, (i, moments, trainer.log())
+            if i:  # the learner state the stopped trainer saved, restored before its replay was loaded
+                restored = RESTORED.search(trainer.log())
+                assert restored and int(restored.group(1)) == learned, (i, trainer.log())
             if isinstance(moment, str):
                 probe.wait_for(lambda: moment in trainer.log(), 30.0, f"'{moment}' in the log")
             else:
@@ -117,7 +122,8 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
             summary = json.loads(summary_path.read_text())
             assert summary["replay_write_errors"] == 0 and summary["replay_dropped"] == 0
             assert summary["transitions"] <= summary["replay_transitions"]
-            expected = summary["replay_transitions"]
+            assert summary["learner_state_errors"] == 0 and summary["learner_state_saves"] >= 1
+            expected, learned = summary["replay_transitions"], summary["transitions"]
         assert expected > 300 + 4 * 50  # it recorded between the stops
         print(f"stops at {moments}: latencies {latencies} s")
     finally:

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from loop_ros.core.bundle import read_bundle, write_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
@@ -202,6 +203,94 @@ def test_owed_updates_are_capped_at_max_owed_updates(tmp_path, template):
     assert worker.stats()["sac_updates_skipped"] == 851
 
 
+def test_no_model_is_published_before_sac_made_the_updates_of_publish_after_transitions(tmp_path, template):
+    """A trainer started without its learner state on a large replay: 2000 transitions are in, but the
+    owed updates were capped at 100, so SAC has made far fewer than those of publish_after (1000)."""
+    learner = SlowLearner(template)
+    worker, published, _ = make_worker(tmp_path, learner, publish_after=1000, max_owed_updates=100,
+                                       max_model_age_s=0.2, max_backlog=10**6)
+    for _ in range(2000):
+        worker.add_loaded(transition())
+    worker.start()
+    try:
+        wait_for(lambda: learner.fits == 1 and worker.owed_updates() == 0, 5.0, "the fit and the owed updates")
+        for _ in range(5):
+            worker.offer(transition())
+        time.sleep(0.6)
+        assert published == [] and learner.sac_updates == 105  # neither the refit nor the age publishes
+        for _ in range(1000 - 2 + 1 - 105):  # the updates of publish_after transitions (seed_steps 2)
+            worker.offer(transition())
+        wait_for(lambda: published, 5.0, "the first model once SAC made its updates")
+        assert learner.sac_updates >= 999
+    finally:
+        worker.stop()
+
+
+def test_a_restarted_worker_resumes_the_learner_it_saved_and_owes_only_newer_transitions(tmp_path):
+    """The real learner: the state is saved at each publication and at stop, restored by ``resume``."""
+    from loop_ros.core.tasks import make_task
+    from loop_ros.core.trainer import LoopTrainer
+
+    def real_worker(name: str):
+        ensemble = EnsembleConfig(hidden=(8,), ensemble_size=2, num_elites=1, max_epochs=1, batch_size=16,
+                                  update_every=40)
+        schedule = TrainerConfig(seed_steps=20)
+        trainer = LoopTrainer(make_task("rc_car"), ArcConfig(horizon=2, population=8), SafetyConfig(), ensemble,
+                              SacConfig(hidden=(8,), batch_size=16), "loop", 0, schedule)
+        logged: list[tuple[str, str]] = []
+        worker = TrainingWorker(trainer, schedule, tmp_path / name, lambda data, version: None,
+                                lambda level, text: logged.append((level, text)), PROVENANCE,
+                                state_path=tmp_path / "learner.pt")
+        return worker, logged
+
+    data = [transition() for _ in range(130)]
+    first, logged = real_worker("first")
+    first.resume()
+    assert logged == [("info", f"no learner state in {tmp_path / 'learner.pt'}: learning from scratch")]
+    first.start()
+    try:
+        for t in data[:100]:
+            first.offer(t)
+        wait_for(lambda: first.stats()["learner_state_saves"] >= 1, 30.0, "a publication and its save")
+        wait_for(lambda: first.trainer.sac_updates == 81, 30.0, "all 100 transitions learned from")
+    finally:
+        assert first.stop()
+    stats = first.stats()
+    assert stats["learner_state_errors"] == 0 and stats["resumed_steps"] is None
+    saved = (first.trainer.fits, first.trainer.fitted_at, first.trainer.sac_updates)
+
+    second, logged = real_worker("second")
+    second.resume()
+    for t in data:  # its replay: the 100 transitions learned from and 30 recorded after the stop
+        second.add_loaded(t)
+    assert (second.trainer.fits, second.trainer.fitted_at, second.trainer.sac_updates) == saved
+    assert second.stats()["resumed_steps"] == 100 and second.owed_updates() == 30
+    assert logged[0][0] == "info" and "learner state restored" in logged[0][1]
+    for p, q in zip(second.trainer.sac.actor.parameters(), first.trainer.sac.actor.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_learner_state_that_cannot_be_saved_is_counted_and_learning_goes_on(tmp_path, template, monkeypatch):
+    def full_disk(trainer, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("loop_ros.workers.training_worker.save_learner_state", full_disk)
+    learner = SlowLearner(template)
+    worker, published, logged = make_worker(tmp_path, learner, max_owed_updates=0)
+    worker.state_path = tmp_path / "learner.pt"
+    for _ in range(5):
+        worker.add_loaded(transition())
+    worker.start()
+    try:
+        wait_for(lambda: published, 5.0, "the first model")
+        worker.offer(transition())
+        wait_for(lambda: learner.steps == 6, 5.0, "the next transition")
+    finally:
+        assert worker.stop()
+    assert worker.stats()["learner_state_errors"] == 2  # at the publication and at the stop
+    assert any(level == "error" and "No space left" in text for level, text in logged)
+
+
 def test_stats_report_age_backlog_skipped_and_forced_publications(tmp_path, template):
     worker, _, _ = make_worker(tmp_path, SlowLearner(template))
     stats = worker.stats()
@@ -242,8 +331,9 @@ def test_stop_returns_promptly_in_every_phase(tmp_path, template, phase):
 
 
 def test_an_interrupted_ensemble_fit_keeps_the_previous_model():
-    """The real learner: ``should_stop`` ends a fit at the next minibatch; the ensemble gets back
-    its best weights so far, and the trainer keeps planning with (and exporting) the previous fit."""
+    """The real learner: ``should_stop`` ends a fit at the next minibatch; the ensemble is as the
+    previous fit left it (weights, normalisation, elites), and the trainer keeps planning with (and
+    exporting) that fit."""
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer
 
@@ -256,6 +346,11 @@ def test_an_interrupted_ensemble_fit_keeps_the_previous_model():
     first = trainer.fit_model()
     assert not first["interrupted"] and trainer.fits == 1
     module = trainer.dynamics_module
+    weights = [p.detach().clone() for p in trainer.ensemble.net.parameters()]
+    stats, elites = dict(trainer.ensemble.stats), list(trainer.ensemble.elites)
+    for _ in range(50):  # new data, so the interrupted fit's normalisation differs
+        t = transition()
+        trainer.add_transition(t.s + 3.0, t.a, t.r, t.s2 + 3.0, t.done)
     calls = []
 
     def stop_after_30_minibatches() -> bool:
@@ -263,6 +358,8 @@ def test_an_interrupted_ensemble_fit_keeps_the_previous_model():
         return len(calls) > 30
 
     interrupted = trainer.fit_model(stop_after_30_minibatches)
-    # 160 training transitions in batches of 8: 20 minibatches an epoch, so the second epoch was cut
+    # 200 training transitions in batches of 8: 25 minibatches an epoch, so the second epoch was cut
     assert interrupted["interrupted"] and interrupted["epochs"] == 1 and len(calls) == 31
     assert trainer.fits == 1 and trainer.dynamics_module is module and trainer.model_fit_due() is False
+    assert all(torch.equal(p, w) for p, w in zip(trainer.ensemble.net.parameters(), weights))
+    assert all(trainer.ensemble.stats[key] is value for key, value in stats.items()) and trainer.ensemble.elites == elites

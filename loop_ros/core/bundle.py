@@ -241,16 +241,16 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike) -> Path:
             f.write(bundle.files[name])
             f.flush()
             os.fsync(f.fileno())
-    _fsync_directory(fresh)
+    fsync_directory(fresh)
     if directory.exists():
         directory.rename(old)
     fresh.rename(directory)
-    _fsync_directory(directory.parent)
+    fsync_directory(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
     return given
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     """Sync a directory's entries (created files, renames) to disk, where the OS allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)

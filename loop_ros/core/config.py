@@ -379,7 +379,7 @@ class TrainerConfig:
     """A model is published after every n-th ensemble refit: each swap costs the planner host a verify and a
     graph composition."""
     publish_after: int = 0
-    """Transitions the node must have trained on before it publishes a model: a shipped model is not replaced by one fitted on less data."""
+    """Transitions the node must have trained on before it publishes a model: its replay holds this many and, for an algo that learns values, SAC has made their updates (updates_per_step x (publish_after - seed_steps + 1)), so a shipped model is not replaced by one trained on less, nor by a value function restarted on a large replay."""
     max_model_age_s: float = 60.0
     """Once a model may be published (fitted, publish_after reached), a new one is published at least this often while learning goes on, even with SAC updates still owed (counted in forced_publications; 0: off)."""
     max_backlog: int = 500

@@ -282,12 +282,14 @@ class DynamicsEnsemble:
         its weights from its best epoch (including the weights before this fit).
 
         ``should_stop`` (e.g. a process shutting down) is checked before every minibatch:
-        once it returns True the fit ends at once, the unfinished epoch is dropped, and each
-        member gets back its best weights so far, as above; the metrics then say
-        ``interrupted: True`` (a caller that is stopping keeps its previous model).
+        once it returns True the fit ends at once and is dropped: the ensemble gets back its
+        weights, normalisation and elites from before the fit (so a learner state saved then
+        is the last complete fit, ``core.learner_state``; only Adam's moments moved); the
+        metrics say ``interrupted: True``.
         """
         started = time.perf_counter()
         deadline = float("inf") if max_seconds is None else started + max_seconds
+        weights_before, stats_before = [p.detach().clone() for p in self.net.parameters()], self.stats
         train, holdout = split_holdout(len(states), self.cfg.holdout_ratio, rng)
         self._fit_stats(np.concatenate([states, actions], axis=-1)[train],
                         (next_states - states)[train], np.reshape(rewards, (-1, 1))[train])
@@ -297,12 +299,14 @@ class DynamicsEnsemble:
 
         best_mse = self._holdout_mse(x_holdout, y_holdout)
         best_params = [p.detach().clone() for p in self.net.parameters()]
-        epochs, stale, train_loss, holdout_mse, interrupted = 0, 0, float("nan"), best_mse, False
+        epochs, stale, train_loss, holdout_mse = 0, 0, float("nan"), best_mse
         for epochs in range(1, (self.cfg.max_epochs if max_epochs is None else max_epochs) + 1):
             loss = self._train_epoch(x_train, y_train, bootstrap, rng, should_stop or (lambda: False))
             if loss is None:
-                epochs, interrupted = epochs - 1, True
-                break
+                self._restore(weights_before)
+                self.stats = stats_before
+                return {"epochs": epochs - 1, "interrupted": True, "elites": self.elites,
+                        "seconds": time.perf_counter() - started}
             train_loss = loss
             holdout_mse = self._holdout_mse(x_holdout, y_holdout)
             improved = (best_mse - holdout_mse) / best_mse > MIN_IMPROVEMENT
@@ -314,7 +318,7 @@ class DynamicsEnsemble:
         self._restore(best_params)
         self.elites = sorted(np.argsort(best_mse, kind="stable")[:self.cfg.num_elites].tolist())
         return {
-            "epochs": epochs, "stopped_early": stale >= self.cfg.patience, "interrupted": interrupted,
+            "epochs": epochs, "stopped_early": stale >= self.cfg.patience, "interrupted": False,
             "train_loss": train_loss,
             "holdout_mse": best_mse.tolist(), "last_holdout_mse": holdout_mse.tolist(),
             "elites": self.elites, "elite_holdout_mse": float(best_mse[self.elites].mean()),

@@ -7,7 +7,8 @@ planner started later still gets the newest) and ``/diagnostics``. Every message
 is recorded into rosbag2 bags in ``trainer.data_dir`` (``core.replay``, bytes as received),
 and the transitions rebuilt from them go to the learning thread (``training_worker``), which
 drives the same ``LoopTrainer`` as ``loop-ros train``. At start every bag in ``data_dir``
-is loaded first. Each published bundle is signed with ``security.signing_key`` (Ed25519,
+is loaded first, after the learner state the last run saved there (``core.learner_state``: a
+restarted trainer goes on learning where it stopped). Each published bundle is signed with ``security.signing_key`` (Ed25519,
 ``core.signing``), and its version is above both the last one published from ``data_dir``
 and the planner's starting bundle (``task.bundle``): a planner refuses a model that is not
 newer than its own. Parameters: the task, arc, safety, ensemble, sac, trainer and security
@@ -31,6 +32,7 @@ from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.bundle import MANIFEST
 from loop_ros.core.config import controller_safety
+from loop_ros.core.learner_state import STATE_FILE
 from loop_ros.core.replay import ReplayBuffer
 from loop_ros.core.transitions import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayTopics
 from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
@@ -104,6 +106,7 @@ class TrainerNode(ManagedNode):
         self.replay = ReplayBuffer(schedule, task, streams, self._log)
         self.publications: list[dict] = []  # when each model went out (wall time), and the learner's state then
         self.worker = self._make_worker(task, configs)
+        self.worker.resume()
         self._load_replay()
         self.model_pubs = [self.create_lifecycle_publisher(UInt8MultiArray, f"{robot}/model".lstrip("/"), MODEL_QOS)
                            for robot in robots]
@@ -140,7 +143,8 @@ class TrainerNode(ManagedNode):
                       "eval_return": None, "data_dir": str(self.replay.data_dir),
                       "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS if s != "security"}}
         return TrainingWorker(trainer, configs["trainer"], bundle_dir, self._publish_model, self._log, provenance,
-                              first_version=first_version(bundle_dir, bundle_path(task, {"task.bundle": configs["task"].bundle})))
+                              first_version=first_version(bundle_dir, bundle_path(task, {"task.bundle": configs["task"].bundle})),
+                              state_path=self.replay.data_dir / STATE_FILE)
 
     def _load_replay(self) -> None:
         """Every transition of the bags in data_dir, before any new message is recorded."""
@@ -190,6 +194,7 @@ class TrainerNode(ManagedNode):
         problems = [text for key, text in (("replay_write_errors", f"{values['replay_write_errors']} replay write "
                                             f"errors lost {values['replay_lost']} messages (disk full?)"),
                                            ("replay_dropped", "messages dropped"), ("training_errors", "training errors"),
+                                           ("learner_state_errors", "learner state save errors"),
                                            ("callback_errors", "callback errors"))
                     if values[key]]
         if problems:

@@ -7,11 +7,20 @@ each refit, and every ``trainer.publish_every`` transitions, a bundle is exporte
 handed to ``publish(bytes, version)``. Acting is the planner node's job; this thread only
 learns.
 
-A replay loaded at start counts as transitions Alg. 1 has seen, so the SAC updates they
-are owed (``updates_per_step`` per transition since the seeding phase) are made up while
-no new transition waits, and models are published only once that is done: a restarted
-trainer does not publish networks trained on a fraction of its data (unless the model
-grows too old, below).
+Restarts. With a ``state_path``, the learner goes on where the last run stopped: ``resume()``
+(before the replay is loaded) restores the state saved there (``core.learner_state``), and
+the state is saved again after every publication and when the worker stops. A replay loaded
+at start counts as transitions Alg. 1 has seen, so the SAC updates they are owed
+(``updates_per_step`` per transition since the seeding phase, less those the restored state
+made) are made up while no new transition waits, and models are published only once that is
+done: a restarted trainer does not publish networks trained on a fraction of its data
+(unless the model grows too old, below).
+
+``trainer.publish_after`` counts the learning, not only the data: no model is published before
+the replay holds that many transitions and, for an algo that learns values, SAC has made the
+updates Alg. 1 makes over that many. So a trainer started without its state on a large replay
+(whose owed updates were capped, below) does not hand the planner a value function far behind
+its dynamics model.
 
 Falling behind. A host too slow for ``updates_per_step`` SAC updates per transition plus
 the refits still publishes, and does not owe updates forever:
@@ -51,6 +60,7 @@ from typing import Any, Callable
 
 from loop_ros.core.bundle import Bundle, bundle_to_bytes, read_bundle, write_bundle
 from loop_ros.core.config import TrainerConfig
+from loop_ros.core.learner_state import LearnerStateError, read_learner_state, restore_learner, save_learner_state
 from loop_ros.core.transitions import Transition
 from loop_ros.workers.thread_loop import ThreadLoop
 
@@ -70,9 +80,10 @@ class TrainingWorker(ThreadLoop):
     """
 
     def __init__(self, trainer, schedule: TrainerConfig, bundle_dir: Path, publish: Callable[[bytes, int], None],
-                 log: Callable[[str, str], None], provenance: dict[str, Any], first_version: int = 1):
+                 log: Callable[[str, str], None], provenance: dict[str, Any], first_version: int = 1,
+                 state_path: Path | None = None):
         super().__init__("training", poll_s=1.0)  # a turn a second at least: the model's age
-        self.trainer, self.schedule, self.bundle_dir = trainer, schedule, bundle_dir
+        self.trainer, self.schedule, self.bundle_dir, self.state_path = trainer, schedule, bundle_dir, state_path
         self._publish, self._log, self._provenance = publish, log, provenance
         self._inbox: list[Transition] = []
         self._in_turn = 0  # transitions the current turn took from the inbox and has not stored yet
@@ -85,6 +96,9 @@ class TrainingWorker(ThreadLoop):
         self.last_export_s: float | None = None
         self.errors = 0
         self.sac_updates_skipped = self.forced_publications = 0
+        self.resumed_steps: int | None = None  # transitions behind the learner state restored at start
+        self.state_saves = self.state_errors = 0  # saves of the learner state made and failed
+        self._saved_nets: tuple[int, int] | None = None  # (fits, sac_updates) of the learner state on disk
         self._age_origin: float | None = None  # monotonic time of the last publication, else of the first transition
         self._published_nets: tuple[int, int] | None = None  # (fits, sac_updates) of the last model published
         self._failed_export_at = -math.inf
@@ -92,6 +106,25 @@ class TrainingWorker(ThreadLoop):
         self._started = time.monotonic()
 
     # ------------------------------------------------------------ called from other threads
+    def resume(self) -> None:
+        """Before ``add_loaded`` and ``start``: restore the learner state in ``state_path``, if there is
+        one that fits (else log why and learn from scratch)."""
+        if self.state_path is None:
+            return
+        try:
+            state = read_learner_state(self.state_path)
+            if state is None:
+                self._log("info", f"no learner state in {self.state_path}: learning from scratch")
+                return
+            restore_learner(self.trainer, state)
+        except LearnerStateError as error:
+            self._log("warn", f"learner state {self.state_path} not used, learning from scratch: {error}")
+            return
+        self.resumed_steps = int(state["steps"])
+        self._saved_nets = self._published_nets = (self.trainer.fits, self.trainer.sac_updates)
+        self._log("info", f"learner state restored from {self.state_path}: {self.resumed_steps} transitions, "
+                          f"{self.trainer.fits} fits, {self.trainer.sac_updates} SAC updates")
+
     def add_loaded(self, transition: Transition) -> None:
         """A transition of the replay loaded at start (before ``start``): stored, no update."""
         self.trainer.add_transition(transition.s, transition.a, transition.r, transition.s2, transition.done)
@@ -108,6 +141,7 @@ class TrainingWorker(ThreadLoop):
         """Stop the thread and wait for it (module docstring: how long); False (logged) when it
         is still running after ``timeout_s``."""
         if super().stop(timeout_s):
+            self._save_state()
             return True
         self._log("error", f"the training thread did not stop within {timeout_s:.0f} s")
         return False
@@ -117,7 +151,8 @@ class TrainingWorker(ThreadLoop):
         status = self.trainer.status()
         return {"transitions": status["steps"], "sac_updates": status["sac_updates"], "fits": status["fits"],
                 "backlog": self.backlog(), "owed_updates": self.owed_updates(),
-                "sac_updates_skipped": self.sac_updates_skipped,
+                "sac_updates_skipped": self.sac_updates_skipped, "resumed_steps": self.resumed_steps,
+                "learner_state_saves": self.state_saves, "learner_state_errors": self.state_errors,
                 "model_version": self.versions_published[-1] if self.versions_published else None,
                 "models_published": len(self.versions_published), "forced_publications": self.forced_publications,
                 "model_age_s": self.model_age_s(), "last_export_s": self.last_export_s,
@@ -231,10 +266,18 @@ class TrainingWorker(ThreadLoop):
                 return
             self._publish_if_due()
 
+    def _trained_enough(self) -> bool:
+        """``trainer.publish_after`` (module docstring): that many transitions in, and their SAC updates made."""
+        trainer, after = self.trainer, self.schedule.publish_after
+        if trainer.steps < after:
+            return False
+        return not trainer.learns_values or (
+            trainer.sac_updates >= self.schedule.updates_per_step * max(0, after - self.schedule.seed_steps + 1))
+
     def _publish_if_due(self) -> None:
         """Publish after a refit once no SAC update is owed, or when the model is too old."""
         trainer = self.trainer
-        if (self._stopping or trainer.steps < self.schedule.publish_after
+        if (self._stopping or not self._trained_enough()
                 or (trainer.learns_model and trainer.dynamics_module is None)):
             return
         if time.monotonic() - self._failed_export_at < EXPORT_RETRY_S:
@@ -282,3 +325,20 @@ class TrainingWorker(ThreadLoop):
         self._publish_due, self._since_publish = False, 0
         self._age_origin = time.monotonic()
         self._published_nets = (self.trainer.fits, self.trainer.sac_updates)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        """Save the learner to ``state_path`` when it learned since the last save; a failure is
+        logged and counted, never raised (the published model and the replay are unaffected)."""
+        nets = (self.trainer.fits, self.trainer.sac_updates)
+        if self.state_path is None or nets == self._saved_nets:
+            return
+        try:
+            save_learner_state(self.trainer, self.state_path)
+        except Exception as error:  # noqa: BLE001 - e.g. a full disk: learning goes on
+            self.state_errors += 1
+            self._log("error", f"saving the learner state to {self.state_path} failed ({self.state_errors} "
+                               f"so far): {error!r}")
+            return
+        self.state_saves += 1
+        self._saved_nets = nets
