@@ -150,3 +150,17 @@ def test_a_save_replaces_the_file_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_learner_state(trainer, path)
     assert path.read_bytes() == kept and sorted(p.name for p in tmp_path.iterdir()) == ["learner.pt"]
+
+
+def test_normalisation_statistics_of_the_wrong_size_or_not_finite_are_refused(tmp_path):
+    path = tmp_path / "learner.pt"
+    saved = make_trainer()
+    learn(saved, transitions(60, 1))
+    save_learner_state(saved, path)
+    for key, value in (("delta_std", torch.full((6,), float("nan"))), ("input_mean", torch.zeros(7))):
+        state = read_learner_state(path)
+        state["ensemble"]["stats"][key] = value
+        trainer = make_trainer()
+        with pytest.raises(LearnerStateError, match="normalisation"):
+            restore_learner(trainer, state)
+        assert trainer.ensemble.stats is None and trainer.dynamics_module is None

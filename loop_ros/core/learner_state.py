@@ -64,8 +64,9 @@ def learner_state(trainer) -> dict[str, Any]:
     }
 
 
-def restore_learner(trainer, state: dict[str, Any]) -> None:
-    """Load ``state`` (``learner_state``) into ``trainer``, whose replay is still empty.
+def restore_learner(trainer, state: dict[str, Any]) -> int:
+    """Load ``state`` (``learner_state``) into ``trainer``, whose replay is still empty; returns the
+    transitions the state had learned from.
 
     Raises ``LearnerStateError`` when the state does not fit the trainer, and then leaves the
     trainer as it was: the networks are loaded into copies, which replace the trainer's only
@@ -77,7 +78,7 @@ def restore_learner(trainer, state: dict[str, Any]) -> None:
         _load_ensemble(ensemble, state["ensemble"])
         rng = np.random.Generator(type(trainer.rng.bit_generator)())
         rng.bit_generator.state = state["rng"]
-        fits, sac_updates = int(state["fits"]), int(state["sac_updates"])
+        steps, fits, sac_updates = int(state["steps"]), int(state["fits"]), int(state["sac_updates"])
         fitted_at = None if state["fitted_at"] is None else int(state["fitted_at"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise LearnerStateError(f"it does not fit this learner: {error}") from error
@@ -85,6 +86,7 @@ def restore_learner(trainer, state: dict[str, Any]) -> None:
     trainer.fits, trainer.fitted_at, trainer.sac_updates = fits, fitted_at, sac_updates
     if trainer.fits and ensemble.stats is not None:
         trainer.plan_with_fitted_ensemble()
+    return steps
 
 
 def save_learner_state(trainer, path: Path) -> None:
@@ -164,4 +166,11 @@ def _load_ensemble(ensemble, state: dict[str, Any]) -> None:
         raise ValueError(f"elites {elites} do not fit {ensemble.cfg.num_elites} of {ensemble.net.members} members")
     ensemble.elites = elites
     stats = state["stats"]
-    ensemble.stats = None if stats is None else {key: value.numpy().astype(np.float32) for key, value in stats.items()}
+    if stats is not None:
+        S, A = ensemble.obs_dim, ensemble.act_dim
+        shapes = {"input_mean": S + A, "input_std": S + A, "delta_mean": S, "delta_std": S, "reward_mean": 1,
+                  "reward_std": 1}
+        stats = {key: np.asarray(stats[key], np.float32) for key in shapes}
+        if any(stats[key].shape != (size,) or not np.isfinite(stats[key]).all() for key, size in shapes.items()):
+            raise ValueError("the ensemble's normalisation statistics have the wrong sizes or are not finite")
+    ensemble.stats = stats

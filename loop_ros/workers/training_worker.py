@@ -116,11 +116,10 @@ class TrainingWorker(ThreadLoop):
             if state is None:
                 self._log("info", f"no learner state in {self.state_path}: learning from scratch")
                 return
-            restore_learner(self.trainer, state)
+            self.resumed_steps = restore_learner(self.trainer, state)
         except LearnerStateError as error:
             self._log("warn", f"learner state {self.state_path} not used, learning from scratch: {error}")
             return
-        self.resumed_steps = int(state["steps"])
         self._saved_nets = self._published_nets = (self.trainer.fits, self.trainer.sac_updates)
         self._log("info", f"learner state restored from {self.state_path}: {self.resumed_steps} transitions, "
                           f"{self.trainer.fits} fits, {self.trainer.sac_updates} SAC updates")
