@@ -107,6 +107,46 @@ def test_a_state_of_another_task_algo_or_network_is_refused_and_changes_nothing(
         assert torch.equal(mine, before)
 
 
+def test_loop_and_safe_loop_share_a_state(tmp_path):
+    path = tmp_path / "learner.pt"
+    saved = make_trainer(algo="loop")
+    learn(saved, transitions(60, 1))
+    save_learner_state(saved, path)
+    restored = make_trainer(algo="safe-loop")
+    restore_learner(restored, read_learner_state(path))
+    assert restored.sac_updates == saved.sac_updates and restored.dynamics_module is not None
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda state: state.update(steps=float("inf")),
+    lambda state: state.update(fitted_at=-3),
+    lambda state: state.update(sac_updates=2.5),
+    lambda state: state["rng"]["state"].update(state=2**200),
+    lambda state: state.update(obs_dim=torch.tensor([6, 6])),
+    lambda state: state.update(task=torch.tensor([1.0])),
+    lambda state: state["ensemble"].update(elites=[float("inf")]),
+    lambda state: state["ensemble"].update(stats=None),  # fitted, but no statistics
+    lambda state: state["ensemble"]["stats"].update(input_std=torch.zeros(8)),
+    lambda state: state["sac"].update(log_alpha=torch.zeros(3)),
+    lambda state: state.pop("sac"),
+])
+def test_malformed_content_is_refused_never_raised_otherwise(tmp_path, corrupt):
+    """The file is not trusted to be well-formed: whatever is wrong is a ``LearnerStateError``."""
+    path = tmp_path / "learner.pt"
+    saved = make_trainer()
+    learn(saved, transitions(60, 1))
+    save_learner_state(saved, path)
+    state = read_learner_state(path)
+    corrupt(state)
+    trainer = make_trainer()
+    with pytest.raises(LearnerStateError):
+        restore_learner(trainer, state)
+    assert (trainer.fits, trainer.sac_updates, trainer.dynamics_module, trainer.ensemble.stats) == (0, 0, None, None)
+    torch.save({"format": torch.tensor([1, 1])}, path)
+    with pytest.raises(LearnerStateError, match="format"):
+        read_learner_state(path)
+
+
 class Payload:
     """Anything but tensors, numbers and strings: unpickling it would run code of the file's choice."""
 
@@ -150,6 +190,14 @@ def test_a_save_replaces_the_file_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_learner_state(trainer, path)
     assert path.read_bytes() == kept and sorted(p.name for p in tmp_path.iterdir()) == ["learner.pt"]
+
+
+def test_the_skipped_updates_come_back_with_the_state(tmp_path):
+    path = tmp_path / "learner.pt"
+    saved = make_trainer()
+    learn(saved, transitions(60, 1))
+    save_learner_state(saved, path, sac_updates_skipped=1234)
+    assert restore_learner(make_trainer(), read_learner_state(path)) == {"steps": 60, "sac_updates_skipped": 1234}
 
 
 def test_normalisation_statistics_of_the_wrong_size_or_not_finite_are_refused(tmp_path):

@@ -180,7 +180,9 @@ def test_sigkill_and_restart_of_the_trainer_restore_the_replay(loop):
     assert "recovered" in loop.nodes["trainer"].log()  # the killed writer's bag
     # The learner state saved at the killed trainer's last publication (core/learner_state.py).
     resumed = re.search(r"learner state restored from .*: (\d+) transitions", loop.nodes["trainer"].log())
-    assert resumed and 0 < int(resumed.group(1)) <= recorded, loop.nodes["trainer"].log()
+    # It may be a little newer than `recorded` (a diagnostics sample up to 1 s old), and transitions of the
+    # lost open chunk may have been learned from: at most the loaded count + one chunk.
+    assert resumed and 0 < int(resumed.group(1)) <= int(log.group(1)) + FLUSH_MESSAGES, loop.nodes["trainer"].log()
     newer = probe.wait_for(lambda: latest(trainer, "model_version") > version and trainer[-1], 60.0,
                            "a model of the restarted trainer (versions keep growing)")
     # At least that version: the trainer may publish again 0.3 s later, and diagnostics come once a second.

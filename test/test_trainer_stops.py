@@ -9,7 +9,7 @@ shows a refit (mid-export: the model is 1.5 s old by then), as soon as it shows 
 all the time at 100 messages a second). Each must exit 0 within ``STOP_BOUND_S`` (``TrainingWorker``: at most one export, about 1 s,
 and the bag's close) with its summary written, and the next start must load every transition
 the stopped one counted: a clean stop closes the open chunk, so it loses nothing. It must also
-restore the learner state the stopped one saved, which had learned from every transition it counted.
+restore the learner state the stopped one saved (its summary's ``learner_state_steps``).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
     publish_at_50_hz(probe)
     moments = [0.7, "ensemble refit on", "published model version"] + [round(random.uniform(0.3, 2.5), 2)
                                                                        for _ in range(2)]
-    expected, learned, trainer, latencies = 300, 0, None, []
+    expected, saved_steps, trainer, latencies = 300, None, None, []
     try:
         for i, moment in enumerate(moments):
             summary_path = tmp_path / f"trainer{i}.json"
@@ -100,9 +100,13 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
             # The last transition of a stopped run is still pending (released one state late);
             # the next run's first state is a new run, so it is never released.
             assert int(loaded.group(1)) == expected, (i, moments, trainer.log())
-            if i:  # the learner state the stopped trainer saved, restored before its replay was loaded
-                restored = RESTORED.search(trainer.log())
-                assert restored and int(restored.group(1)) == learned, (i, trainer.log())
+            # The learner state the stopped trainers saved, restored before the replay was loaded (none
+            # while no trainer has learned anything: a learner that never learned is not saved).
+            restored = RESTORED.search(trainer.log())
+            if saved_steps is None:
+                assert restored is None and "no learner state" in trainer.log(), (i, trainer.log())
+            else:
+                assert restored and int(restored.group(1)) == saved_steps, (i, saved_steps, trainer.log())
             if isinstance(moment, str):
                 probe.wait_for(lambda: moment in trainer.log(), 30.0, f"'{moment}' in the log")
             else:
@@ -122,8 +126,8 @@ def test_sigint_and_sigterm_at_any_moment_exit_0_and_keep_the_replay(tmp_path):
             summary = json.loads(summary_path.read_text())
             assert summary["replay_write_errors"] == 0 and summary["replay_dropped"] == 0
             assert summary["transitions"] <= summary["replay_transitions"]
-            assert summary["learner_state_errors"] == 0 and summary["learner_state_saves"] >= 1
-            expected, learned = summary["replay_transitions"], summary["transitions"]
+            assert summary["learner_state_errors"] == 0
+            expected, saved_steps = summary["replay_transitions"], summary["learner_state_steps"]
         assert expected > 300 + 4 * 50  # it recorded between the stops
         print(f"stops at {moments}: latencies {latencies} s")
     finally:

@@ -13,6 +13,7 @@ import torch
 
 from loop_ros.core.bundle import read_bundle, write_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
+from loop_ros.core.learner_state import save_learner_state
 from loop_ros.core.transitions import Transition
 from loop_ros.workers.training_worker import TrainingWorker
 
@@ -216,8 +217,9 @@ def test_no_model_is_published_before_sac_made_the_updates_of_publish_after_tran
         wait_for(lambda: learner.fits == 1 and worker.owed_updates() == 0, 5.0, "the fit and the owed updates")
         for _ in range(5):
             worker.offer(transition())
+        wait_for(lambda: learner.sac_updates == 105, 5.0, "the 5 new transitions' updates")
         time.sleep(0.6)
-        assert published == [] and learner.sac_updates == 105  # neither the refit nor the age publishes
+        assert published == []  # neither the refit nor the age publishes
         for _ in range(1000 - 2 + 1 - 105):  # the updates of publish_after transitions (seed_steps 2)
             worker.offer(transition())
         wait_for(lambda: published, 5.0, "the first model once SAC made its updates")
@@ -243,35 +245,58 @@ def test_a_restarted_worker_resumes_the_learner_it_saved_and_owes_only_newer_tra
                                 state_path=tmp_path / "learner.pt")
         return worker, logged
 
-    data = [transition() for _ in range(130)]
+    data = [transition() for _ in range(140)]
     first, logged = real_worker("first")
     first.resume()
     assert logged == [("info", f"no learner state in {tmp_path / 'learner.pt'}: learning from scratch")]
     first.start()
     try:
-        for t in data[:100]:
+        for t in data[:110]:  # fits (and publications) at 20, 60 and 100 transitions; the last 10 only updates
             first.offer(t)
-        wait_for(lambda: first.stats()["learner_state_saves"] >= 1, 30.0, "a publication and its save")
-        wait_for(lambda: first.trainer.sac_updates == 81, 30.0, "all 100 transitions learned from")
+        wait_for(lambda: first.trainer.sac_updates == 91, 30.0, "all 110 transitions learned from")
     finally:
         assert first.stop()
     stats = first.stats()
     assert stats["learner_state_errors"] == 0 and stats["resumed_steps"] is None
+    assert stats["models_published"] == 3 and stats["learner_state_saves"] == 3 + 1  # and one at the stop
+    assert stats["learner_state_steps"] == 110
     saved = (first.trainer.fits, first.trainer.fitted_at, first.trainer.sac_updates)
+    assert saved == (3, 100, 91)
 
     second, logged = real_worker("second")
     second.resume()
-    for t in data:  # its replay: the 100 transitions learned from and 30 recorded after the stop
+    for t in data:  # its replay: the 110 transitions learned from and 30 recorded after the stop
         second.add_loaded(t)
     assert (second.trainer.fits, second.trainer.fitted_at, second.trainer.sac_updates) == saved
-    assert second.stats()["resumed_steps"] == 100 and second.owed_updates() == 30
+    assert second.stats()["resumed_steps"] == 110 and second.owed_updates() == 30
     assert logged[0][0] == "info" and "learner state restored" in logged[0][1]
     for p, q in zip(second.trainer.sac.actor.parameters(), first.trainer.sac.actor.parameters()):
         assert torch.equal(p, q)
+    # Updates a run skipped (a slow host) are not owed again after a restart.
+    save_learner_state(first.trainer, tmp_path / "learner.pt", sac_updates_skipped=7)
+    third, _ = real_worker("third")
+    third.resume()
+    for t in data:
+        third.add_loaded(t)
+    assert third.stats()["sac_updates_skipped"] == 7 and third.owed_updates() == 30 - 7
+
+
+def test_a_refused_learner_state_is_set_aside_and_a_learner_that_never_learned_is_not_saved(tmp_path, template):
+    state_path = tmp_path / "learner.pt"
+    state_path.write_bytes(b"not a learner state")
+    worker, _, logged = make_worker(tmp_path, SlowLearner(template))
+    worker.state_path = state_path
+    worker.resume()
+    assert logged[0][0] == "warn" and "not used, learning from scratch" in logged[0][1]
+    assert f"kept as {tmp_path / 'learner.pt.refused'}" in logged[0][1]
+    worker.start()
+    assert worker.stop()
+    assert not state_path.exists() and (tmp_path / "learner.pt.refused").read_bytes() == b"not a learner state"
+    assert worker.stats()["learner_state_saves"] == worker.stats()["learner_state_errors"] == 0
 
 
 def test_a_learner_state_that_cannot_be_saved_is_counted_and_learning_goes_on(tmp_path, template, monkeypatch):
-    def full_disk(trainer, path):
+    def full_disk(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("loop_ros.workers.training_worker.save_learner_state", full_disk)

@@ -17,10 +17,13 @@ up as usual.
 
 The file is written whole or not at all: a synced temporary sibling renamed over it. It is read
 with ``torch.load(weights_only=True)``, which unpickles tensors, numbers and strings, never code.
-A file that cannot be read, or that belongs to another task, algorithm or network shape, is
-refused with the reason (``LearnerStateError``) and changes nothing: the learner starts from
-scratch, and its next save replaces the file. Optimiser settings (learning rates, weight decay)
-come from the current configuration, not from the file, so an edited ``sac.lr`` applies.
+A file that cannot be read, holds anything malformed, or belongs to another task, network shape or
+an algo that learns other networks (loop and safe-loop learn the same ones) is refused with the
+reason (``LearnerStateError``) and changes nothing: the learner starts from scratch, and the file
+is renamed to ``learner.pt.refused`` (``set_aside``), so a later save does not overwrite it.
+Optimiser settings (learning rates, weight decay) come from the current configuration, not from
+the file, so an edited ``sac.lr`` applies. The SAC updates the trainer skipped are saved too, so
+a restored trainer does not owe them again.
 """
 from __future__ import annotations
 
@@ -47,14 +50,17 @@ class LearnerStateError(ValueError):
     """A learner state that cannot be used; the message says why."""
 
 
-def learner_state(trainer) -> dict[str, Any]:
-    """Everything of a ``LoopTrainer`` that learning changes, except its replay buffer; tensors on the CPU."""
+def learner_state(trainer, sac_updates_skipped: int = 0) -> dict[str, Any]:
+    """Everything of a ``LoopTrainer`` that learning changes, except its replay buffer; tensors on the CPU.
+    ``sac_updates_skipped``: the SAC updates its driver dropped (``training_worker``), so they are not
+    owed again after a restore."""
     sac, ensemble = trainer.sac, trainer.ensemble
     return {
         "format": FORMAT, "task": trainer.task.name, "algo": trainer.algo,
         "obs_dim": trainer.task.obs_dim, "act_dim": trainer.task.act_dim,
         "steps": trainer.steps, "fits": trainer.fits, "fitted_at": trainer.fitted_at,
-        "sac_updates": trainer.sac_updates, "rng": trainer.rng.bit_generator.state,
+        "sac_updates": trainer.sac_updates, "sac_updates_skipped": sac_updates_skipped,
+        "rng": trainer.rng.bit_generator.state,
         "sac": {**{name: _cpu(getattr(sac, name).state_dict()) for name in SAC_STATEFUL},
                 "log_alpha": sac.log_alpha.detach().cpu().clone(), "generator": sac.generator.get_state()},
         "ensemble": {"net": _cpu(ensemble.net.state_dict()), "optimizer": _cpu(ensemble.optimizer.state_dict()),
@@ -64,35 +70,39 @@ def learner_state(trainer) -> dict[str, Any]:
     }
 
 
-def restore_learner(trainer, state: dict[str, Any]) -> int:
+def restore_learner(trainer, state: dict[str, Any]) -> dict[str, int]:
     """Load ``state`` (``learner_state``) into ``trainer``, whose replay is still empty; returns the
-    transitions the state had learned from.
+    state's ``steps`` (the transitions it had learned from) and ``sac_updates_skipped``.
 
-    Raises ``LearnerStateError`` when the state does not fit the trainer, and then leaves the
-    trainer as it was: the networks are loaded into copies, which replace the trainer's only
-    once all of them loaded."""
-    _check_identity(trainer, state)
+    Raises ``LearnerStateError`` when the state does not fit the trainer, whatever is wrong with it
+    (the file is not trusted to be well-formed), and then leaves the trainer as it was: everything
+    is loaded into copies, which replace the trainer's only once all of them loaded."""
     try:
+        _check_identity(trainer, state)
         sac, ensemble = copy.deepcopy(trainer.sac), copy.deepcopy(trainer.ensemble)
         _load_sac(sac, state["sac"])
         _load_ensemble(ensemble, state["ensemble"])
         rng = np.random.Generator(type(trainer.rng.bit_generator)())
         rng.bit_generator.state = state["rng"]
-        steps, fits, sac_updates = int(state["steps"]), int(state["fits"]), int(state["sac_updates"])
-        fitted_at = None if state["fitted_at"] is None else int(state["fitted_at"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise LearnerStateError(f"it does not fit this learner: {error}") from error
-    trainer.sac, trainer.ensemble, trainer.rng = sac, ensemble, rng
-    trainer.fits, trainer.fitted_at, trainer.sac_updates = fits, fitted_at, sac_updates
-    if trainer.fits and ensemble.stats is not None:
-        trainer.plan_with_fitted_ensemble()
-    return steps
+        counts = {key: _count(state[key]) for key in ("steps", "fits", "sac_updates", "sac_updates_skipped")}
+        fitted_at = None if state["fitted_at"] is None else _count(state["fitted_at"])
+        if counts["fits"] and ensemble.stats is None:
+            raise ValueError(f"{counts['fits']} fits but no normalisation statistics")
+        dynamics = ensemble.planning_module() if counts["fits"] else None
+    except LearnerStateError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any malformed content is a refusal, never a crash
+        raise LearnerStateError(f"it does not fit this learner: {error!r}") from error
+    trainer.sac, trainer.ensemble, trainer.rng, trainer.dynamics_module = sac, ensemble, rng, dynamics
+    trainer.fits, trainer.fitted_at, trainer.sac_updates = counts["fits"], fitted_at, counts["sac_updates"]
+    trainer.behaviour = trainer.planner()  # over the restored networks
+    return {"steps": counts["steps"], "sac_updates_skipped": counts["sac_updates_skipped"]}
 
 
-def save_learner_state(trainer, path: Path) -> None:
-    """Write ``learner_state(trainer)`` to ``path``, replacing it whole (module docstring)."""
+def save_learner_state(trainer, path: Path, sac_updates_skipped: int = 0) -> None:
+    """Write ``learner_state(trainer, sac_updates_skipped)`` to ``path``, replacing it whole (module docstring)."""
     buffer = io.BytesIO()
-    torch.save(learner_state(trainer), buffer)
+    torch.save(learner_state(trainer, sac_updates_skipped), buffer)
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):  # of a writer killed mid-save
         leftover.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -115,20 +125,44 @@ def read_learner_state(path: Path) -> dict[str, Any] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a damaged file is refused whatever torch raises
         raise LearnerStateError(f"it cannot be read: {error!r}") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or type(state.get("format")) is not int or state["format"] != FORMAT:
         raise LearnerStateError(f"it is not a learner state of format {FORMAT}")
     return state
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a refused state to ``<name>.refused`` (replacing an older one), so the next save does
+    not overwrite what may still be wanted (e.g. after a temporary change of network sizes)."""
+    refused = path.with_name(path.name + ".refused")
+    os.replace(path, refused)
+    return refused
+
+
+def _identity(task_name: str, algo: str, obs_dim: int, act_dim: int) -> tuple:
+    """What a state must match: the task and its sizes, and which networks the algo learns (loop and
+    safe-loop learn the same ones, so a state moves between them)."""
+    return task_name, algo != "sac", algo != "pets", obs_dim, act_dim
+
+
 def _check_identity(trainer, state: dict[str, Any]) -> None:
     saved = tuple(state.get(key) for key in ("task", "algo", "obs_dim", "act_dim"))
+    if not all(type(value) is want for value, want in zip(saved, (str, str, int, int))):
+        raise LearnerStateError("its task, algo and sizes are not a name, a name and two integers")
     ours = (trainer.task.name, trainer.algo, trainer.task.obs_dim, trainer.task.act_dim)
-    if saved != ours:
+    if _identity(*saved) != _identity(*ours):
         raise LearnerStateError(f"it is for task, algo, state and action sizes {saved}, this learner's are {ours}")
 
 
+def _count(value) -> int:
+    """A counter of the file: a non-negative int, nothing else."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
 def _cpu(tree):
-    """A state dict with every tensor on the CPU (a file saved on a GPU host loads anywhere)."""
+    """A state dict with every tensor on the CPU. (The SAC noise generator's state stays the device's:
+    the node's learner runs on the CPU, and a state from a CUDA learner is refused by a CPU one.)"""
     if isinstance(tree, torch.Tensor):
         return tree.detach().cpu()
     if isinstance(tree, dict):
@@ -161,7 +195,7 @@ def _load_sac(sac, state: dict[str, Any]) -> None:
 def _load_ensemble(ensemble, state: dict[str, Any]) -> None:
     ensemble.net.load_state_dict(state["net"])
     _load_optimizer(ensemble.optimizer, state["optimizer"])
-    elites = [int(k) for k in state["elites"]]
+    elites = [_count(k) for k in state["elites"]]
     if len(elites) != ensemble.cfg.num_elites or not all(0 <= k < ensemble.net.members for k in elites):
         raise ValueError(f"elites {elites} do not fit {ensemble.cfg.num_elites} of {ensemble.net.members} members")
     ensemble.elites = elites
@@ -173,4 +207,6 @@ def _load_ensemble(ensemble, state: dict[str, Any]) -> None:
         stats = {key: np.asarray(stats[key], np.float32) for key in shapes}
         if any(stats[key].shape != (size,) or not np.isfinite(stats[key]).all() for key, size in shapes.items()):
             raise ValueError("the ensemble's normalisation statistics have the wrong sizes or are not finite")
+        if any((stats[key] <= 0).any() for key in shapes if key.endswith("_std")):
+            raise ValueError("the ensemble's normalisation statistics have a standard deviation <= 0")
     ensemble.stats = stats

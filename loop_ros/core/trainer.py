@@ -212,17 +212,13 @@ class LoopTrainer:
                                     should_stop=should_stop)
         if metrics["interrupted"]:
             return metrics
-        self.fits, self.fitted_at = self.fits + 1, self.steps
-        self.plan_with_fitted_ensemble()
-        return metrics
-
-    def plan_with_fitted_ensemble(self) -> None:
-        """Plan with the ensemble's elites as they are now (after a fit, or a restored ``core.learner_state``)."""
         self.dynamics_module = self.ensemble.planning_module()
+        self.fits, self.fitted_at = self.fits + 1, self.steps
         if self.learns_model:
             model = self.planning_model()
             self.behaviour = (self.behaviour.with_model(model) if isinstance(self.behaviour, ArcPlanner)
                               else self.planner())
+        return metrics
 
     # ---------------------------------------------------------------- export
     def export(self, out_dir: str | Path, version: int, provenance: Mapping[str, Any]) -> Path:

@@ -12,9 +12,9 @@ Restarts. With a ``state_path``, the learner goes on where the last run stopped:
 the state is saved again after every publication and when the worker stops. A replay loaded
 at start counts as transitions Alg. 1 has seen, so the SAC updates they are owed
 (``updates_per_step`` per transition since the seeding phase, less those the restored state
-made) are made up while no new transition waits, and models are published only once that is
-done: a restarted trainer does not publish networks trained on a fraction of its data
-(unless the model grows too old, below).
+made or skipped) are made up while no new transition waits, and models are published only
+once that is done: a restarted trainer does not publish networks trained on a fraction of its
+data (unless the model grows too old, below).
 
 ``trainer.publish_after`` counts the learning, not only the data: no model is published before
 the replay holds that many transitions and, for an algo that learns values, SAC has made the
@@ -60,7 +60,8 @@ from typing import Any, Callable
 
 from loop_ros.core.bundle import Bundle, bundle_to_bytes, read_bundle, write_bundle
 from loop_ros.core.config import TrainerConfig
-from loop_ros.core.learner_state import LearnerStateError, read_learner_state, restore_learner, save_learner_state
+from loop_ros.core.learner_state import (LearnerStateError, read_learner_state, restore_learner, save_learner_state,
+                                         set_aside)
 from loop_ros.core.transitions import Transition
 from loop_ros.workers.thread_loop import ThreadLoop
 
@@ -99,6 +100,7 @@ class TrainingWorker(ThreadLoop):
         self.resumed_steps: int | None = None  # transitions behind the learner state restored at start
         self.state_saves = self.state_errors = 0  # saves of the learner state made and failed
         self._saved_nets: tuple[int, int] | None = None  # (fits, sac_updates) of the learner state on disk
+        self.saved_steps: int | None = None  # transitions the learner state on disk had learned from
         self._age_origin: float | None = None  # monotonic time of the last publication, else of the first transition
         self._published_nets: tuple[int, int] | None = None  # (fits, sac_updates) of the last model published
         self._failed_export_at = -math.inf
@@ -116,13 +118,22 @@ class TrainingWorker(ThreadLoop):
             if state is None:
                 self._log("info", f"no learner state in {self.state_path}: learning from scratch")
                 return
-            self.resumed_steps = restore_learner(self.trainer, state)
+            restored = restore_learner(self.trainer, state)
         except LearnerStateError as error:
-            self._log("warn", f"learner state {self.state_path} not used, learning from scratch: {error}")
+            self._refused_state(error)
             return
+        self.resumed_steps = self.saved_steps = restored["steps"]
+        self.sac_updates_skipped = restored["sac_updates_skipped"]
         self._saved_nets = self._published_nets = (self.trainer.fits, self.trainer.sac_updates)
         self._log("info", f"learner state restored from {self.state_path}: {self.resumed_steps} transitions, "
                           f"{self.trainer.fits} fits, {self.trainer.sac_updates} SAC updates")
+
+    def _refused_state(self, error: LearnerStateError) -> None:
+        try:
+            kept = f"; kept as {set_aside(self.state_path)}"
+        except OSError as rename_error:
+            kept = f"; it could not be set aside: {rename_error!r}"
+        self._log("warn", f"learner state {self.state_path} not used, learning from scratch: {error}{kept}")
 
     def add_loaded(self, transition: Transition) -> None:
         """A transition of the replay loaded at start (before ``start``): stored, no update."""
@@ -152,6 +163,7 @@ class TrainingWorker(ThreadLoop):
                 "backlog": self.backlog(), "owed_updates": self.owed_updates(),
                 "sac_updates_skipped": self.sac_updates_skipped, "resumed_steps": self.resumed_steps,
                 "learner_state_saves": self.state_saves, "learner_state_errors": self.state_errors,
+                "learner_state_steps": self.saved_steps,
                 "model_version": self.versions_published[-1] if self.versions_published else None,
                 "models_published": len(self.versions_published), "forced_publications": self.forced_publications,
                 "model_age_s": self.model_age_s(), "last_export_s": self.last_export_s,
@@ -327,17 +339,18 @@ class TrainingWorker(ThreadLoop):
         self._save_state()
 
     def _save_state(self) -> None:
-        """Save the learner to ``state_path`` when it learned since the last save; a failure is
-        logged and counted, never raised (the published model and the replay are unaffected)."""
+        """Save the learner to ``state_path`` when it learned since the last save (a learner that never
+        learned is not saved); a failure is logged and counted, never raised (the published model
+        and the replay are unaffected)."""
         nets = (self.trainer.fits, self.trainer.sac_updates)
-        if self.state_path is None or nets == self._saved_nets:
+        if self.state_path is None or nets in (self._saved_nets, (0, 0)):
             return
         try:
-            save_learner_state(self.trainer, self.state_path)
+            save_learner_state(self.trainer, self.state_path, self.sac_updates_skipped)
         except Exception as error:  # noqa: BLE001 - e.g. a full disk: learning goes on
             self.state_errors += 1
             self._log("error", f"saving the learner state to {self.state_path} failed ({self.state_errors} "
                                f"so far): {error!r}")
             return
         self.state_saves += 1
-        self._saved_nets = nets
+        self._saved_nets, self.saved_steps = nets, self.trainer.steps
