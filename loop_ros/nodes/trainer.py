@@ -7,9 +7,10 @@ planner started later still gets the newest) and ``/diagnostics``. Every message
 is recorded into rosbag2 bags in ``trainer.data_dir`` (``core.replay``, bytes as received),
 and the transitions rebuilt from them go to the learning thread (``training_worker``), which
 drives the same ``LoopTrainer`` as ``loop-ros train``. At start every bag in ``data_dir``
-is loaded first, after the learner state the last run saved there (``core.learner_state``: a
-restarted trainer goes on learning where it stopped). Each published bundle is signed with ``security.signing_key`` (Ed25519,
-``core.signing``), and its version is above both the last one published from ``data_dir``
+is loaded first, after the learner state the last run saved there (``core.learner_state``:
+a restarted trainer goes on learning where it stopped). Each published bundle is signed with
+``security.signing_key`` (Ed25519, ``core.signing``), and its version is above both the last
+one published from ``data_dir``
 and the planner's starting bundle (``task.bundle``): a planner refuses a model that is not
 newer than its own. Parameters: the task, arc, safety, ensemble, sac, trainer and security
 sections, read at start (all read-only).
