@@ -10,10 +10,9 @@ drives the same ``LoopTrainer`` as ``loop-ros train``. At start every bag in ``d
 is loaded first, after the learner state the last run saved there (``core.learner_state``:
 a restarted trainer goes on learning where it stopped). Each published bundle is signed with
 ``security.signing_key`` (Ed25519, ``core.signing``), and its version is above both the last
-one published from ``data_dir``
-and the planner's starting bundle (``task.bundle``): a planner refuses a model that is not
-newer than its own. Parameters: the task, arc, safety, ensemble, sac, trainer and security
-sections, read at start (all read-only).
+one published from ``data_dir`` and the planner's starting bundle (``task.bundle``): a planner
+refuses a model that is not newer than its own. Parameters: the task, arc, safety, ensemble,
+sac, trainer and security sections, read at start (all read-only).
 
 Run: ``python -m loop_ros.nodes.trainer [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
