@@ -186,8 +186,11 @@ class TrainingWorker(ThreadLoop):
         trainer = self.trainer
         if not trainer.learns_values:
             return 0
-        due = self.schedule.updates_per_step * max(0, trainer.steps - self.schedule.seed_steps + 1)
-        return due - trainer.sac_updates - self.sac_updates_skipped
+        return self._updates_due(trainer.steps) - trainer.sac_updates - self.sac_updates_skipped
+
+    def _updates_due(self, transitions: int) -> int:
+        """SAC updates Alg. 1 makes over this many transitions (``updates_per_step`` each after the seeding phase)."""
+        return self.schedule.updates_per_step * max(0, transitions - self.schedule.seed_steps + 1)
 
     def _note_transition(self) -> None:
         if self._age_origin is None:
@@ -282,8 +285,7 @@ class TrainingWorker(ThreadLoop):
         trainer, after = self.trainer, self.schedule.publish_after
         if trainer.steps < after:
             return False
-        return not trainer.learns_values or (
-            trainer.sac_updates >= self.schedule.updates_per_step * max(0, after - self.schedule.seed_steps + 1))
+        return not trainer.learns_values or trainer.sac_updates >= self._updates_due(after)
 
     def _publish_if_due(self) -> None:
         """Publish after a refit once no SAC update is owed, or when the model is too old."""
