@@ -1,11 +1,13 @@
-"""Lowering a node's CPU priority: its threads' nice, and its session's autogroup when it leads it."""
+"""A node's CPU priority: lowering its threads' nice, and its session's autogroup when it leads it;
+the planner's threads under SCHED_FIFO."""
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from loop_ros.workers.priority import autogroup_nice
+from loop_ros.workers.priority import RealtimeThreads, autogroup_nice, use_realtime_priority
 
 CHILD = """
 import os
@@ -31,3 +33,66 @@ def test_only_a_session_leader_nices_its_autogroup():
     assert run_child(new_session=True)[1] == "7"  # a new session: its autogroup starts at 0
     # A process inside another session (as under a launch file) leaves the shared autogroup alone.
     assert run_child(new_session=False)[1] == str(autogroup_nice())
+
+
+def realtime_permitted() -> bool:
+    """Whether this process may run a thread under SCHED_FIFO (tried in a thread that then ends)."""
+    refused = []
+    thread = threading.Thread(target=lambda: refused.append(use_realtime_priority(1)))
+    thread.start()
+    thread.join()
+    return refused[0] is None
+
+
+def policies_of(realtime: RealtimeThreads, calls: int = 2) -> tuple[int, int]:
+    """(policy of a thread that called ``realtime.enter`` ``calls`` times, policy of a thread it started)."""
+    seen = {}
+
+    def child():
+        seen["child"] = os.sched_getscheduler(0)
+
+    def entering():
+        for _ in range(calls):
+            realtime.enter()
+        seen["entered"] = os.sched_getscheduler(0)
+        started = threading.Thread(target=child)
+        started.start()
+        started.join()
+
+    thread = threading.Thread(target=entering)
+    thread.start()
+    thread.join()
+    return seen["entered"], seen["child"]
+
+
+@pytest.mark.skipif(not realtime_permitted(), reason="SCHED_FIFO is not permitted here (no root, CAP_SYS_NICE or rtprio)")
+def test_a_thread_that_enters_runs_under_sched_fifo_and_its_children_do_not():
+    logs = []
+    realtime = RealtimeThreads(5, lambda level, text: logs.append(level))
+    entered, child = policies_of(realtime)
+    assert entered & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
+    assert child == os.SCHED_OTHER  # a loader thread started from the tick's thread stays ordinary
+    assert realtime.threads == 1 and realtime.refused is None and logs == ["info"]  # once per thread
+    policies_of(realtime)
+    assert realtime.threads == 2
+
+
+def test_priority_zero_leaves_the_thread_ordinary():
+    realtime = RealtimeThreads(0, lambda level, text: pytest.fail(text))
+    assert policies_of(realtime) == (os.SCHED_OTHER, os.SCHED_OTHER)
+    assert realtime.threads == 0
+
+
+def test_a_refusal_is_logged_once_and_the_threads_run_on(monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    logs = []
+    realtime = RealtimeThreads(50, lambda level, text: logs.append((level, text)))
+    policies_of(realtime)
+    policies_of(realtime)
+    assert realtime.threads == 0
+    assert logs == [("warn", "SCHED_FIFO 50 refused (Operation not permitted): it takes root, CAP_SYS_NICE or "
+                     "`ulimit -r` >= 50; running at the ordinary priority")]
+    assert realtime.refused == logs[0][1].split("; running")[0]

@@ -337,6 +337,8 @@ class TaskConfig:
     """The sim's first step and the planner's first tick wait (at most 10 s) until this many subscribers have matched their `state` / `action` (and the planner has a state, and the model it loads at start), so a trainer records from the first tick; `loop-ros up` and the launch file set it."""
     explore: bool = False
     """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up --fresh` turns it on (`--explore` / `--no-explore` choose)."""
+    realtime_priority: int = 0
+    """SCHED_FIFO priority (1-99) of the planner's planning and tick threads (fixed at start): they then run whenever they are ready, ahead of the trainer, the sim and every ordinary process; it takes root, CAP_SYS_NICE or `ulimit -r` of at least this (refused: a warning, and the ordinary priority). 0: the ordinary scheduler. With runtime.intra_op_threads 1 the rollout runs in the planning thread."""
     lockstep: bool = False
     """Simulated time in lock-step (fixed at start): the sim steps only on the planner's answer to its latest state (at most control_rate_hz steps a second), the planner answers every state with one plan however long it takes (no deadline, no delay compensation), and the sim publishes `/clock`: the control loop does not depend on the host's speed (the trainer still learns in wall-clock time). Off: real time, the sim and the planner on wall-clock timers (a robot)."""
 
@@ -345,6 +347,7 @@ class TaskConfig:
         _check(0.0 < self.control_rate_hz <= 1000.0, "task.control_rate_hz must be in (0, 1000]")
         _check(0.0 < self.state_timeout_s <= 10.0, "task.state_timeout_s must be in (0, 10]")
         _check(self.start_subscribers >= 0, "task.start_subscribers must be >= 0")
+        _check(0 <= self.realtime_priority <= 99, "task.realtime_priority must be in [0, 99]")
         _check(self.controller in CONTROLLERS, f"task.controller must be one of {CONTROLLERS}")
 
 

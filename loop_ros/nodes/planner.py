@@ -5,7 +5,7 @@ std_msgs/Float64MultiArray of the observation and the task's extras, ``core.arra
 start) and ``model`` (bundle bytes); publishes ``action`` (Float64MultiArray), ``plan``
 (nav_msgs/Path of the planned mean positions) and ``/diagnostics``. Parameters: every field
 of the arc, safety, runtime and task sections (the task's params file), validated before
-they apply; ``task.name`` and ``task.control_rate_hz`` are fixed at start.
+they apply; ``task.name``, ``task.control_rate_hz`` and ``task.realtime_priority`` are fixed at start.
 
 Run: ``python -m loop_ros.nodes.planner [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -36,10 +36,11 @@ from loop_ros.nodes.params import ParameterBinding
 from loop_ros.settings import bundle_path
 from loop_ros.workers.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.workers.plan_worker import PlanWorker, StateSample
+from loop_ros.workers.priority import RealtimeThreads
 from loop_ros.workers.tick_policy import TickPolicy
 
 SECTIONS = ("arc", "safety", "runtime", "task", "security")
-FIXED = ("task.name", "task.control_rate_hz", "security.signing_key", "security.trusted_keys")
+FIXED = ("task.name", "task.control_rate_hz", "task.realtime_priority", "security.signing_key", "security.trusted_keys")
 DIAGNOSTICS_PERIOD_S = 1.0
 PATH_PERIOD_S = 0.1
 LATEST_ONLY = QoSProfile(depth=1)
@@ -79,9 +80,11 @@ class PlannerNode(ManagedNode):
         self.task = make_task(configs["task"].name)
         self.holder = ModelHolder()
         self.lockstep = configs["task"].lockstep
+        self.realtime = RealtimeThreads(configs["task"].realtime_priority, self._log)
         self.worker = PlanWorker(self.task, self.holder, configs, on_error=self._log_error,
                                  answer=self._answer if self.lockstep else None,
-                                 in_flight=lambda sample, plan: self.policy.actions_in_flight(sample.received, plan))
+                                 in_flight=lambda sample, plan: self.policy.actions_in_flight(sample.received, plan),
+                                 on_thread_start=self.realtime.enter)
         self.loader = ModelLoader(self.holder, self.task.describe(), self.worker.wake, self._log,
                                   fused_key=self._fused_key)
         self.policy = TickPolicy(self.task, 1.0 / configs["task"].control_rate_hz,
@@ -136,6 +139,7 @@ class PlannerNode(ManagedNode):
         """Exactly one action per tick (DESIGN 5): should the tick itself fail, the safe action."""
         now = time.monotonic()
         try:
+            self.realtime.enter()  # the tick's thread (the executor's) once
             self._tick(now)
         except Exception as error:  # noqa: BLE001 - counted like any callback error, and the robot brakes
             self.count_callback_error("tick", error)
@@ -256,6 +260,8 @@ class PlannerNode(ManagedNode):
             "rejected_inputs": dict(self.rejected_inputs),
             "callback_errors": dict(self.callback_errors),
             "controller": self.params.configs["task"].controller,
+            "realtime_threads": self.realtime.threads,
+            "realtime_refused": self.realtime.refused,
         }
         summary.update(self.worker.stats.snapshot())
         return summary

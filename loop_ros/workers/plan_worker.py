@@ -120,8 +120,10 @@ class PlanWorker(ThreadLoop):
                  on_error: Callable[[str], None] = lambda message: None,
                  predict_interval_s: float = 0.1,
                  answer: Callable[[StateSample, Plan | None], None] | None = None,
-                 in_flight: Callable[[StateSample, Plan | None], np.ndarray] | None = None):
+                 in_flight: Callable[[StateSample, Plan | None], np.ndarray] | None = None,
+                 on_thread_start: Callable[[], None] = lambda: None):
         super().__init__("plan-worker", poll_s=0.1)
+        self._on_thread_start = on_thread_start  # runs first in the worker thread (e.g. its real-time priority)
         self.task, self.holder = task, holder
         self._make_planner, self._on_error, self._answer = make_planner, on_error, answer
         self._in_flight = in_flight  # (sample, latest plan) -> (c, A) actions that act before this plan can
@@ -159,6 +161,9 @@ class PlanWorker(ThreadLoop):
             self._cond.notify()
 
     # ------------------------------------------------------------ the worker thread
+    def _on_start(self) -> None:
+        self._on_thread_start()
+
     def _has_work(self) -> bool:
         # A swapped model (``wake``) counts as work too: the planner is rebuilt on it.
         new_state = self._state is not None and self._state.seq > self._planned_seq

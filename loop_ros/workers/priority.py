@@ -1,9 +1,11 @@
-"""Thread and process priorities (Linux): the learning and loading threads yield the cores to the control path."""
+"""Thread and process priorities (Linux): the learning and loading threads yield the cores to the
+control path, and the control path may take a real-time priority."""
 from __future__ import annotations
 
 import os
 import sys
 import threading
+from typing import Callable
 
 
 def lower_thread_priority(increment: int, tid: int | None = None) -> None:
@@ -60,3 +62,48 @@ def _lower_autogroup_priority(increment: int) -> None:
             f.write(str(min(19, nice + increment)))
     except OSError:  # a kernel that refuses the write: the threads' nice still applies
         pass
+
+
+def use_realtime_priority(priority: int) -> str | None:
+    """Run the calling thread under SCHED_FIFO at ``priority`` (1-99): it then runs whenever it is
+    ready, ahead of every ordinary thread. None when done, else why not (the scheduler refused:
+    it takes root, CAP_SYS_NICE or an rtprio limit, ``ulimit -r``, of at least ``priority``).
+
+    With SCHED_RESET_ON_FORK, so the threads and processes it starts (a model loader, a preparer
+    process) are ordinary ones; the kernel's real-time throttling (95 % of each second by default)
+    still leaves the ordinary threads a share should a plan never end."""
+    if not sys.platform.startswith("linux"):
+        return "real-time priority is only set on Linux"
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except OSError as error:
+        return (f"SCHED_FIFO {priority} refused ({error.strerror}): it takes root, CAP_SYS_NICE or "
+                f"`ulimit -r` >= {priority}")
+    return None
+
+
+class RealtimeThreads:
+    """Gives each thread that calls ``enter`` SCHED_FIFO ``priority`` once (0: nothing is done).
+    The first refusal is logged once as a warning; the threads then run at the ordinary priority."""
+
+    def __init__(self, priority: int, log: Callable[[str, str], None]):
+        self.priority, self._log = priority, log
+        self._lock = threading.Lock()
+        self._entered: set[int] = set()
+        self.threads = 0  # threads running under SCHED_FIFO
+        self.refused: str | None = None
+
+    def enter(self) -> None:
+        tid = threading.get_native_id()
+        if self.priority <= 0 or tid in self._entered:
+            return
+        with self._lock:
+            self._entered.add(tid)
+            refused = use_realtime_priority(self.priority)
+            if refused is None:
+                self.threads += 1
+                self._log("info", f"thread {threading.current_thread().name} runs under SCHED_FIFO {self.priority}")
+            elif self.refused is None:
+                self.refused = refused
+                self._log("warn", refused + "; running at the ordinary priority")
