@@ -50,8 +50,6 @@ def params_file_of(task, params: str | None = None) -> Path | None:
 def load_params(task, params_file: str | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Flat parameters of ``params_file_of(task, params_file)``, then ``overrides`` given as
     ``section.field=value`` (value parsed as YAML); ``task.name`` is always the task's."""
-    import yaml
-
     from loop_ros.core.config import ConfigError
     from loop_ros.core.params_file import load_params_file
 
@@ -59,13 +57,24 @@ def load_params(task, params_file: str | None = None, overrides: Iterable[str] =
     if path is not None and not path.is_file():
         raise ConfigError(f"no params file at {path}")
     params = load_params_file(str(path)) if path is not None else {}
+    params.update(parse_overrides(overrides))
+    params["task.name"] = task.name
+    return params
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """``--set`` items, ``section.field=value`` (value parsed as YAML), as ``{section.field: value}``."""
+    import yaml
+
+    from loop_ros.core.config import ConfigError
+
+    parsed = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise ConfigError(f"override '{item}' is not section.field=value")
-        params[key.strip()] = yaml.safe_load(value)
-    params["task.name"] = task.name
-    return params
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
 
 
 def bundle_path(task, params: dict[str, Any]) -> Path | None:

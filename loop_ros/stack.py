@@ -314,13 +314,14 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
              trainer: bool = True, domain_id: int | None = None, foxglove: bool = False,
              explore: bool = False, keys_dir: Path | None = None,
              trainer_cpus: float | None = None, options: NodeOptions = NodeOptions(),
-             robots: int = 1) -> tuple[dict, bool]:
+             robots: int = 1, settings: tuple[str, ...] = ()) -> tuple[dict, bool]:
     """Run the nodes of ``task`` (a ``core.tasks.Task``; and the trainer, and the Foxglove bridge) until
     ``duration``, a signal or a node's exit, every node told ``task.name`` and given ``options``; the
     trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``. ``robots`` > 1: a
     fleet, each robot's nodes in its own namespace (``robot_names``), all on the one trainer.
 
     Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
+    ``settings`` (``section.field:=value``: the user's) go to every node, before ``up``'s own overrides.
     """
     fleet = robot_names(robots)
     per_robot = tuple(f"{robot}/{node}".lstrip("/") for robot in fleet or ("",) for node in task_nodes(task))
@@ -337,7 +338,7 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
         by_kind["planner"] = by_kind.get("planner", ()) + ("task.explore:=true",)
     if trainer and fleet:  # one trainer records every robot and publishes each model to all
         by_kind[TRAINER] = by_kind.get(TRAINER, ()) + (f"trainer.robots:={json.dumps(list(fleet))}",)
-    overrides = {name: (f"task.name:={json.dumps(task.name)}",) + by_kind.get(name.rpartition("/")[2], ())
+    overrides = {name: (f"task.name:={json.dumps(task.name)}",) + settings + by_kind.get(name.rpartition("/")[2], ())
                  for name in names}
     with tempfile.TemporaryDirectory(prefix="loop-ros-up-") as tmp:
         summary_dir = Path(tmp)

@@ -1,7 +1,8 @@
 """Sim-in-the-loop through ``loop-ros up rc_car``: real processes, real DDS on localhost.
 
-One supervisor run of ``RUN_S`` seconds (sim + planner with a random-weight bundle) serves
-every test here: live parameter edits from this process while it runs, then its summary.
+One supervisor run of ``RUN_S`` seconds (sim + planner with a random-weight bundle, the planner's
+threads under SCHED_FIFO where permitted) serves every test here: live parameter edits from this
+process while it runs, then its summary.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from ros_helpers import BUNDLE_VERSION, Probe, domain_id, export_test_bundle, params_file, ros_environment
+from test_priority import realtime_permitted
 
 from loop_ros.core.params_file import load_params_file
 
@@ -20,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_S = 22.0
 RATE_HZ = 50.0
 POPULATION = load_params_file(str(REPO / "config" / "rc_car.yaml"))["arc.population"]
+REALTIME_PRIORITY = 5  # `up --set` reaches the nodes: the planner plans and ticks under SCHED_FIFO where it may
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,8 @@ def loop(tmp_path_factory):
     domain = domain_id(1)
     summary = tmp / "summary.json"
     command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--no-trainer", "--duration", str(RUN_S),
-               "--params", str(params), "--domain-id", str(domain), "--json", str(summary)]
+               "--params", str(params), "--domain-id", str(domain), "--json", str(summary),
+               "--set", f"task.realtime_priority={REALTIME_PRIORITY}"]
     # The probe joins the domain before the nodes start: a participant discovered mid-run stalled the
     # planner's state stream for about 200 ms (a run of stale ticks; README "Trust boundary").
     probe = Probe(domain)
@@ -123,6 +127,11 @@ def test_supervised_run_keeps_the_rate_and_summarises(loop):
     assert summary["nodes"]["planner"]["no_model_ticks"] == 0  # the first tick waited for the bundle
     assert summary["nodes"]["planner"]["plans"] > 0 and summary["nodes"]["planner"]["plan_errors"] == 0
     assert summary["invalid_states"] == 0
+    planner = summary["nodes"]["planner"]
+    if realtime_permitted():
+        assert (planner["realtime_threads"], planner["realtime_refused"]) == (2, None)  # plan worker, tick
+    else:
+        assert planner["realtime_threads"] == 0 and "ulimit -r" in planner["realtime_refused"]
     # A stale tick is the host stalling the sim or the planner for over task.state_timeout_s (0.1 s);
     # a shared 2-core CI host does that now and then (12 ticks, one run in ~20). The planner must
     # count every such tick and account for it in its stale periods; a steady stream of them is a bug.

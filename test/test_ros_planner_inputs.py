@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 from ros_helpers import BUNDLE_VERSION, NodeProcess, Probe, domain_id, export_test_bundle, params_file
-from test_priority import realtime_permitted
 
 SAFE_ACTION = [0.0, 0.0]  # RcCarTask / PointMassTask safe action
 SETTLE_S = 0.15  # > one tick + DDS latency: actions received later answer the new kind of state
@@ -19,12 +18,11 @@ SETTLE_S = 0.15  # > one tick + DDS latency: actions received later answer the n
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A car planner (Odometry states, test bundle) and a point-mass planner (array states, no
-    bundle, namespace /mass, real-time priority 5) on one domain, and a probe there."""
+    bundle, namespace /mass) on one domain, and a probe there."""
     tmp = tmp_path_factory.mktemp("inputs")
     domain = domain_id(2)
     car = params_file(tmp / "car.yaml", **{"task.bundle": str(export_test_bundle(tmp / "bundle"))})
-    mass = params_file(tmp / "mass.yaml", **{"task.name": "point_mass", "task.bundle": str(tmp / "no_bundle"),
-                                             "task.realtime_priority": 5})
+    mass = params_file(tmp / "mass.yaml", **{"task.name": "point_mass", "task.bundle": str(tmp / "no_bundle")})
     nodes = [NodeProcess("planner", "planner", car, domain, tmp),
              NodeProcess("planner", "mass_planner", mass, domain, tmp, ros_args=("-r", "__ns:=/mass"))]
     probe = Probe(domain)
@@ -123,21 +121,6 @@ def test_wrong_size_array_states_give_the_safe_action_and_are_counted(setup):
     assert counter(diagnostics, "no_model_ticks") > 0
     assert diagnostics[-1]["model_status"].startswith("no model")
     assert np.isfinite(float(diagnostics[-1]["achieved_hz"]))
-
-
-def test_only_the_planner_asked_to_plans_and_ticks_under_sched_fifo(setup):
-    from std_msgs.msg import Float64MultiArray
-
-    probe, _ = setup
-    states = StatePublisher(probe, Float64MultiArray, "/mass/state", "/mass/action")
-    states.message = Float64MultiArray(data=[0.0, 0.0, 0.0, 0.0])
-    car, mass = probe.diagnostics("/planner"), probe.diagnostics("/mass/mass_planner")
-    probe.wait_for(lambda: car and mass and int(mass[-1]["ticks"]) > 0, 10.0, "the mass planner's ticks")
-    if realtime_permitted():
-        assert mass[-1]["realtime_threads"] == "2" and mass[-1]["realtime_refused"] == "None"  # plan worker, tick
-    else:
-        assert mass[-1]["realtime_threads"] == "0" and "ulimit -r" in mass[-1]["realtime_refused"]
-    assert car[-1]["realtime_threads"] == "0" and car[-1]["realtime_refused"] == "None"
 
 
 def test_a_bad_bundle_is_rejected_and_the_old_model_keeps_planning(setup):

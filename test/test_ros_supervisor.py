@@ -33,6 +33,16 @@ def finish(process, timeout_s: float) -> int:
         pytest.fail(f"loop-ros up did not exit within {timeout_s} s")
 
 
+@pytest.mark.parametrize("setting, reason", [("task.realtime_priority=100", "task.realtime_priority must be in [0, 99]"),
+                                             ("arc.horizonx=3", "unknown arc settings: ['horizonx']"),
+                                             ("task.name=point_mass", "task.name is up's TASK argument")])
+def test_a_bad_set_is_refused_before_anything_starts(tmp_path, setting, reason):
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(4), "--set", setting)
+    assert finish(process, 30.0) == 2
+    assert reason in (tmp_path / "up.log").read_text()
+    assert not (tmp_path / "summary.json").exists()
+
+
 def test_a_node_dying_stops_the_others_and_fails_the_run(tmp_path):
     params = params_file(tmp_path / "params.yaml", **{"sim.episode_steps": 0})  # the sim refuses to start
     process = start_up(tmp_path, params, domain_id(4), "--duration", "60")

@@ -8,7 +8,8 @@ import pytest
 
 from loop_ros.core.config import ConfigError
 from loop_ros.core.tasks import make_task, task_file_name
-from loop_ros.settings import bundle_path, load_params, params_file_of
+from loop_ros.core.params_file import ros_override
+from loop_ros.settings import bundle_path, load_params, params_file_of, parse_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,13 @@ def test_parameters_carry_the_tasks_name_and_the_overrides():
         load_params(make_task("rc_car"), overrides=["horizon=5"])
     with pytest.raises(ConfigError, match="no params file"):
         load_params(make_task("rc_car"), "/no/such/params.yaml")
+
+
+def test_a_set_becomes_a_ros_override_typed_as_the_node_declares_it():
+    settings = parse_overrides(["arc.beta_pess=0", "safety.enabled=false", "task.bundle=models/x",
+                                "ensemble.hidden=[8, 8]"])
+    assert [ros_override(key, value) for key, value in settings.items()] == [
+        "arc.beta_pess:=0.0", "safety.enabled:=false", 'task.bundle:="models/x"', "ensemble.hidden:=[8, 8]"]
 
 
 def test_the_bundle_is_the_params_one_else_the_tasks_default_else_none():

@@ -18,7 +18,7 @@ from loop_ros.core.config import MAX_ROBOTS
 from loop_ros.core.tasks import make_task, task_file_name
 from loop_ros.cpu_quota import CpuQuotaError
 from loop_ros.nodes import write_json
-from loop_ros.settings import TASK_HELP, params_file_of, task_argument
+from loop_ros.settings import TASK_HELP, load_params, params_file_of, parse_overrides, task_argument
 from loop_ros.stack import DEFAULT_DOMAIN_ID, NodeOptions, bring_up, fresh_overrides
 
 
@@ -56,11 +56,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "all recorded by the one trainer, which publishes each model to every planner")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one setting of every node that has it, e.g. --set task.realtime_priority=50 "
+                             "(repeatable; checked before anything starts; up's own settings, such as --fresh's, win)")
     parser.add_argument("--fresh", action="store_true",
                         help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
                              "the run) and the planner starts without a model, so every model it uses is learned "
                              "in this run (while it has none it brakes); every published model is kept in "
                              "<data_dir>/models for evaluation")
+
+
+def checked_settings(task, params: str | None, overrides: list[str]) -> tuple[str, ...]:
+    """``--set`` items as the nodes' ``-p`` overrides; each section they touch is checked with the params
+    file's other values, as the nodes will check it (``ConfigError``: nothing starts)."""
+    from loop_ros.core.config import SECTIONS, ConfigError
+    from loop_ros.core.params_file import ros_override, section_configs
+
+    settings = parse_overrides(overrides)
+    sections = {key.partition(".")[0] for key in settings}
+    if "task.name" in settings:
+        raise ConfigError("task.name is up's TASK argument, not a --set")
+    if sections - set(SECTIONS):
+        raise ConfigError(f"unknown settings section(s) {sorted(sections - set(SECTIONS))} in --set")
+    section_configs(load_params(task, params, overrides), sections)
+    return tuple(ros_override(key, value) for key, value in settings.items())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
     if params is not None and not params.is_file():
         print(f"loop-ros up: no params file at {params}", file=sys.stderr)
         return 2
+    from loop_ros.core.config import ConfigError
     from loop_ros.core.signing import SigningError
+
+    try:
+        settings = checked_settings(task, args.params, args.set)
+    except ConfigError as error:
+        print(f"loop-ros up: {error}", file=sys.stderr)
+        return 2
 
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{task_file_name(task.name)}-")) if args.fresh else None
     try:
@@ -83,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                                   keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),
                                   trainer_cpus=args.trainer_cpus,
                                   options=NodeOptions(args.namespace, args.log_level, args.use_sim_time, args.autostart),
-                                  robots=args.robots)
+                                  robots=args.robots,
+                                  settings=settings)
     except (SigningError, CpuQuotaError) as error:  # a key pair that cannot be created or read; no quota
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ A params file has ``<node>: ros__parameters: <section>: <field>: value`` blocks;
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Iterable, Mapping
 
 from loop_ros.core.config import SECTIONS, ConfigError
@@ -102,6 +103,12 @@ def write_params_file(path, params: Mapping[str, Any], node: str = "/**") -> Non
         nested.setdefault(section, {})[name] = _as_declared(section, name, value)
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump({node: {"ros__parameters": nested}}, f, sort_keys=False)
+
+
+def ros_override(key: str, value: Any) -> str:
+    """``section.field:=value`` for a node's ``-p``, the value as the node declares it (JSON is YAML to rcl)."""
+    section, _, name = key.partition(".")
+    return f"{key}:={json.dumps(_as_declared(section, name, value))}"
 
 
 def _as_declared(section: str, name: str, value: Any) -> Any:
