@@ -73,7 +73,10 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             raise ConfigError(f"override '{item}' is not section.field=value")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override '{item}': its value is not YAML ({error})") from error
     return parsed
 
 

@@ -35,10 +35,10 @@ def test_only_a_session_leader_nices_its_autogroup():
     assert run_child(new_session=False)[1] == str(autogroup_nice())
 
 
-def realtime_permitted() -> bool:
-    """Whether this process may run a thread under SCHED_FIFO (tried in a thread that then ends)."""
+def realtime_permitted(priority: int = 5) -> bool:
+    """Whether this process may run a thread under SCHED_FIFO ``priority`` (tried in a thread that then ends)."""
     refused = []
-    thread = threading.Thread(target=lambda: refused.append(use_realtime_priority(1)))
+    thread = threading.Thread(target=lambda: refused.append(use_realtime_priority(priority)))
     thread.start()
     thread.join()
     return refused[0] is None

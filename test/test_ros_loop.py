@@ -128,7 +128,7 @@ def test_supervised_run_keeps_the_rate_and_summarises(loop):
     assert summary["nodes"]["planner"]["plans"] > 0 and summary["nodes"]["planner"]["plan_errors"] == 0
     assert summary["invalid_states"] == 0
     planner = summary["nodes"]["planner"]
-    if realtime_permitted():
+    if realtime_permitted(REALTIME_PRIORITY):
         assert (planner["realtime_threads"], planner["realtime_refused"]) == (2, None)  # plan worker, tick
     else:
         assert planner["realtime_threads"] == 0 and "ulimit -r" in planner["realtime_refused"]

@@ -63,6 +63,7 @@ class Log:
         self.gate.set()
         self.entered = threading.Event()  # set when plan() is called
         self.fail_next = False
+        self.fail_model = False  # with_model raises
         self.nan_next = False
         self.explore: list[bool] = []
 
@@ -93,6 +94,8 @@ def stand_in_factory(log: Log):
             return StandInPlanner(self.model, self.task, arc or self.arc, safety or self.safety, self.controller)
 
         def with_model(self, model):
+            if log.fail_model:
+                raise RuntimeError("cannot plan with this model")
             return StandInPlanner(model, self.task, self.arc, self.safety, self.controller)
 
         def reset(self):
@@ -220,6 +223,20 @@ def test_a_failing_plan_is_counted_and_the_worker_goes_on(worker):
     assert "boom" in errors[0] and w.latest_plan is None
     offer(w, 1, 2.0)
     wait_until(lambda: log.planned == [2.0])
+
+
+def test_a_model_the_planner_cannot_take_fails_once_and_the_old_one_plans_on(worker):
+    w, log, _, errors = worker
+    offer(w, 0, 1.0)
+    wait_until(lambda: log.planned == [1.0])
+    log.fail_model = True
+    w.holder.swap(FakeModel())
+    w.wake()
+    wait_until(lambda: w.stats.snapshot()["plan_errors"] == 1)
+    time.sleep(0.2)
+    assert w.stats.snapshot()["plan_errors"] == 1, errors  # not retried in a loop
+    offer(w, 1, 2.0)
+    wait_until(lambda: log.planned == [1.0, 2.0])
 
 
 def test_a_non_finite_plan_is_not_used_and_resets_the_warm_start(worker):

@@ -34,7 +34,8 @@ def finish(process, timeout_s: float) -> int:
 
 
 @pytest.mark.parametrize("setting, reason", [("task.realtime_priority=100", "task.realtime_priority must be in [0, 99]"),
-                                             ("arc.horizonx=3", "unknown arc settings: ['horizonx']"),
+                                             ("arc.horizonx=3", "unknown setting 'arc.horizonx'"),
+                                             ("arc.horizon=15.0", "arc.horizon: expected int, got 15.0"),
                                              ("task.name=point_mass", "task.name is up's TASK argument")])
 def test_a_bad_set_is_refused_before_anything_starts(tmp_path, setting, reason):
     process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(4), "--set", setting)

@@ -36,6 +36,17 @@ def test_a_set_becomes_a_ros_override_typed_as_the_node_declares_it():
                                 "ensemble.hidden=[8, 8]"])
     assert [ros_override(key, value) for key, value in settings.items()] == [
         "arc.beta_pess:=0.0", "safety.enabled:=false", 'task.bundle:="models/x"', "ensemble.hidden:=[8, 8]"]
+    assert ros_override("safety.obstacles", [1, 0, 0.5]) == "safety.obstacles:=[1.0, 0.0, 0.5]"  # one type for rcl
+
+
+@pytest.mark.parametrize("setting, reason", [
+    ("arc.horizon=15.0", "expected int"), ("safety.enabled=1", "expected bool"), ("task.bundle=007", "expected str"),
+    ("task.bundle=", "expected str"), ("safety.obstacles=[]", "not empty"), ("ensemble.hidden=8", "give a list"),
+    ("arc.horizonx=3", "unknown setting"), ("arc.horizon=[1", "not YAML")])
+def test_a_set_the_node_would_read_otherwise_is_refused(setting, reason):
+    with pytest.raises(ConfigError, match=reason):
+        for key, value in parse_overrides([setting]).items():
+            ros_override(key, value)
 
 
 def test_the_bundle_is_the_params_one_else_the_tasks_default_else_none():

@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting of every node that has it, e.g. --set task.realtime_priority=50 "
-                             "(repeatable; checked before anything starts; up's own settings, such as --fresh's, win)")
+                             "(repeatable; checked before anything starts; up's own settings, such as --fresh's, "
+                             "and a node's own block in the params file win)")
     parser.add_argument("--fresh", action="store_true",
                         help="learn from scratch: the trainer records into a new temporary data_dir (kept after "
                              "the run) and the planner starts without a model, so every model it uses is learned "
@@ -67,19 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def checked_settings(task, params: str | None, overrides: list[str]) -> tuple[str, ...]:
-    """``--set`` items as the nodes' ``-p`` overrides; each section they touch is checked with the params
-    file's other values, as the nodes will check it (``ConfigError``: nothing starts)."""
-    from loop_ros.core.config import SECTIONS, ConfigError
+    """``--set`` items as the nodes' ``-p`` overrides (``ros_override``: typed as declared); each section
+    they touch is checked with the params file's other values, as the nodes will check it
+    (``ConfigError``: nothing starts)."""
+    from loop_ros.core.config import ConfigError
     from loop_ros.core.params_file import ros_override, section_configs
 
     settings = parse_overrides(overrides)
-    sections = {key.partition(".")[0] for key in settings}
     if "task.name" in settings:
         raise ConfigError("task.name is up's TASK argument, not a --set")
-    if sections - set(SECTIONS):
-        raise ConfigError(f"unknown settings section(s) {sorted(sections - set(SECTIONS))} in --set")
-    section_configs(load_params(task, params, overrides), sections)
-    return tuple(ros_override(key, value) for key, value in settings.items())
+    arguments = tuple(ros_override(key, value) for key, value in settings.items())
+    section_configs(load_params(task, params, overrides), {key.partition(".")[0] for key in settings})
+    return arguments
 
 
 def run(args: argparse.Namespace) -> int:

@@ -338,7 +338,7 @@ class TaskConfig:
     explore: bool = False
     """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up --fresh` turns it on (`--explore` / `--no-explore` choose)."""
     realtime_priority: int = 0
-    """SCHED_FIFO priority (1-99) of the planner's planning and tick threads (fixed at start): they then run whenever they are ready, ahead of the trainer, the sim and every ordinary process; it takes root, CAP_SYS_NICE or `ulimit -r` of at least this (refused: a warning, and the ordinary priority). 0: the ordinary scheduler. With runtime.intra_op_threads 1 the rollout runs in the planning thread."""
+    """SCHED_FIFO priority (1-99) of the planner's planning thread and of its tick's thread, the executor's, which runs its other callbacks too (fixed at start): they then run whenever they are ready, ahead of the trainer, the sim and every ordinary process; it takes root, CAP_SYS_NICE or `ulimit -r` of at least this (refused: a warning, and the ordinary priority). 0: the ordinary scheduler. With runtime.intra_op_threads 1 the rollout runs in the planning thread."""
     lockstep: bool = False
     """Simulated time in lock-step (fixed at start): the sim steps only on the planner's answer to its latest state (at most control_rate_hz steps a second), the planner answers every state with one plan however long it takes (no deadline, no delay compensation), and the sim publishes `/clock`: the control loop does not depend on the host's speed (the trainer still learns in wall-clock time). Off: real time, the sim and the planner on wall-clock timers (a robot)."""
 

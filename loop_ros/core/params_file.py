@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any, Iterable, Mapping
 
 from loop_ros.core.config import SECTIONS, ConfigError
@@ -106,20 +107,38 @@ def write_params_file(path, params: Mapping[str, Any], node: str = "/**") -> Non
 
 
 def ros_override(key: str, value: Any) -> str:
-    """``section.field:=value`` for a node's ``-p``, the value as the node declares it (JSON is YAML to rcl)."""
+    """``section.field:=value`` for a node's ``-p``, the value as the node declares it (JSON is YAML to
+    rcl). ``ConfigError`` for an unknown setting, a value of another type (``arc.horizon=15.0``, a number
+    for a string), none, or an empty list (rcl reads ``[]`` as "not set": the params file's value would stay)."""
     section, _, name = key.partition(".")
-    return f"{key}:={json.dumps(_as_declared(section, name, value))}"
+    if section not in SECTIONS or name not in section_fields(section):
+        raise ConfigError(f"unknown setting '{key}'")
+    hint = typing.get_type_hints(SECTIONS[section])[name]
+    array = typing.get_origin(hint) is tuple
+    kind = typing.get_args(hint)[0] if array else hint
+    value = _as_declared(section, name, value)
+    if array and (not isinstance(value, list) or not value):
+        raise ConfigError(f"{key}: give a list of {kind.__name__}, not empty (rcl reads [] as not set: "
+                          "an empty list goes in a params file)")
+    if not all(type(item) is kind for item in (value if array else [value])):  # a bool is no int here
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r} (write 50.0 for a float; quote a "
+                          "string that reads as something else: '\"007\"')")
+    return f"{key}:={json.dumps(value)}"
 
 
 def _as_declared(section: str, name: str, value: Any) -> Any:
-    """``value`` as the node declares the parameter: a float field's integer (``--set arc.beta_pess=0``
-    parses as 0) written as a float (rcl refuses an integer for a double parameter); tuples as lists."""
-    import typing
-
-    if section in SECTIONS and isinstance(value, int) and not isinstance(value, bool):
-        if typing.get_type_hints(SECTIONS[section]).get(name) is float:
-            return float(value)
+    """``value`` as the node declares the parameter: a float field's integers (``--set arc.beta_pess=0``
+    parses as 0; a float list's ``[1, 0, 0.5]``) written as floats (rcl refuses an integer for a double,
+    and a list that mixes them); tuples as lists."""
+    if section in SECTIONS:
+        hint = typing.get_type_hints(SECTIONS[section]).get(name)
+        if hint is float or hint == tuple[float, ...]:
+            value = [_as_float(v) for v in value] if isinstance(value, (list, tuple)) else _as_float(value)
     return list(value) if isinstance(value, tuple) else value
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _flatten_nested(block: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -201,8 +201,10 @@ class PlanWorker(ThreadLoop):
             self.configs = configs
             self.configs_applied_at = time.monotonic()
         if configs is not None or model is not self._model:
-            self.planner = self._planner_for(model)
+            # Taken as tried first: a model the planner cannot be built on fails once, not in a loop
+            # (a loop that holds a core, at real-time priority); the old planner plans on.
             self._model = model
+            self.planner = self._planner_for(model)
         if reset and self.planner is not None:
             self.planner.reset()
 
