@@ -45,7 +45,7 @@ PLANNER_KEYS = ("ticks", "achieved_hz", "deadline_misses", "stale_states", "inva
                 "plan_latency_median_ms", "plan_latency_p99_ms", "tick_period_p99_ms", "tick_jitter_p99_ms",
                 "model_version", "model_swaps", "swap_deadline_misses", "controller", "bundle_rejections")
 SIM_KEYS = ("violations", "mean_speed", "episode_returns")
-TRAINER_KEYS = ("replay_transitions", "model_versions_published")
+TRAINER_KEYS = ("replay_transitions", "model_versions_published", "gate_passes", "gate_refusals")
 UNPAIRED = "replay_unpaired_"  # the trainer's counts of states that completed no transition, by reason
 
 

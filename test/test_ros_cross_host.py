@@ -47,7 +47,7 @@ NAMESPACE_PREFIX = "lrxh"  # lrxh<pid>-wo and lrxh<pid>-ro; the veth ends lrxh<p
 TRAINER_OVERRIDES = {
     "ensemble.hidden": [32, 32], "ensemble.ensemble_size": 3, "ensemble.num_elites": 2, "ensemble.max_epochs": 5,
     "ensemble.update_every": 100, "ensemble.batch_size": 64, "sac.hidden": [16, 16], "sac.batch_size": 32,
-    "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.refits_per_publish": 1,
+    "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.refits_per_publish": 1, "trainer.gate_episodes": 0,
 }
 SIGNATURE_REFUSALS = ("unsigned", "untrusted_key", "bad_signature")
 ROBOT_RANGES = {"SUBNET": 51, "LOCALHOST": 52}  # the robot's ROS_AUTOMATIC_DISCOVERY_RANGE: domain_id offset

@@ -25,7 +25,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ros_helpers import BUNDLE_VERSION, NodeProcess, Probe, domain_id, export_test_bundle, params_file, ros_environment
+from ros_helpers import (BUNDLE_VERSION, NodeProcess, Probe, domain_id, export_test_bundle, params_file,
+                         ros_environment, wait_until)
 
 FLUSH_MESSAGES = 50  # trainer.flush_messages here: a SIGKILL loses at most this many messages
 SMALL_NETS = {
@@ -33,6 +34,7 @@ SMALL_NETS = {
     "ensemble.update_every": 100, "ensemble.batch_size": 64, "sac.hidden": [16, 16], "sac.batch_size": 32,
     "trainer.seed_steps": 100, "trainer.publish_after": 0, "trainer.refits_per_publish": 1,
     "trainer.flush_messages": FLUSH_MESSAGES, "sim.episode_steps": 100,
+    "trainer.gate_episodes": 0,  # every model published (the gate has its own test below)
 }
 
 
@@ -218,6 +220,30 @@ def test_the_bags_open_with_rosbags_and_hold_what_was_recorded(loop):
     task = make_task("rc_car")
     buffer = ReplayBuffer(TrainerConfig(data_dir=str(loop.data_dir)), task, ReplayTopics.for_task(task), print)
     assert sum(1 for _ in buffer.load()) == summary["replay_transitions"]  # the same transitions live and loaded
+
+
+def test_a_gated_trainer_publishes_no_model_that_drives_worse_than_the_planners_bundle(loop):
+    """trainer.gate_episodes: a trainer on a copy of the run's replay (small networks, a few seconds of a
+    random model's driving) learns and exports a model, drives it in the simulator against the shipped
+    model (the planner's bundle here), and refuses it: nothing goes out on ``model``."""
+    from loop_ros.settings import data_path
+
+    gated = loop.tmp / "gated"
+    shutil.copytree(loop.data_dir, gated / "replay", ignore=shutil.ignore_patterns("learner.pt*", "bundle", "models"))
+    params = params_file(gated / "params.yaml", **{
+        **SMALL_NETS, "trainer.data_dir": str(gated / "replay"), "task.bundle": str(data_path("models/rc_car")),
+        "security.signing_key": str(loop.signing_key), "trainer.gate_episodes": 1})
+    trainer = NodeProcess("trainer", "trainer", params, domain_id(23), gated, summary=gated / "trainer.json")
+    try:
+        wait_until(lambda: "not published" in trainer.log(), 120.0, "the gate's verdict",
+                   lambda: time.sleep(0.5))
+    finally:
+        assert trainer.stop() == 0
+    summary = json.loads((gated / "trainer.json").read_text())
+    assert summary["gate_refusals"] >= 1 and summary["model_versions_published"] == [], trainer.log()
+    verdict = summary["gate_verdicts"][0]
+    assert not verdict["passed"] and verdict["service"]["crashes"] == 0 and verdict["service"]["mean_return"] > 300
+    assert not (gated / "replay" / "bundle").exists() and (gated / "replay" / "candidate" / "manifest.json").is_file()
 
 
 def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):

@@ -14,6 +14,7 @@ import torch
 from loop_ros.core.bundle import read_bundle, write_bundle
 from loop_ros.core.config import ArcConfig, EnsembleConfig, SacConfig, SafetyConfig, TrainerConfig
 from loop_ros.core.learner_state import save_learner_state
+from loop_ros.core.model_gate import GateResult
 from loop_ros.core.transitions import Transition
 from loop_ros.workers.training_worker import TrainingWorker
 
@@ -78,13 +79,13 @@ def transition(rng=np.random.default_rng(0)) -> Transition:
     return Transition(s, rng.uniform(-1.0, 1.0, 2), -1.0, s + 0.01, False)
 
 
-def make_worker(tmp_path, learner, **schedule):
+def make_worker(tmp_path, learner, gate=None, **schedule):
     published: list[tuple[float, int]] = []  # (monotonic time, version)
     logged: list[tuple[str, str]] = []
     cfg = TrainerConfig(**{"seed_steps": 2, **schedule})
     worker = TrainingWorker(learner, cfg, tmp_path / "bundle",
                             lambda data, version: published.append((time.monotonic(), version)),
-                            lambda level, text: logged.append((level, text)), PROVENANCE)
+                            lambda level, text: logged.append((level, text)), PROVENANCE, gate=gate)
     return worker, published, logged
 
 
@@ -388,3 +389,76 @@ def test_an_interrupted_ensemble_fit_keeps_the_previous_model():
     assert trainer.fits == 1 and trainer.dynamics_module is module and trainer.model_fit_due() is False
     assert all(torch.equal(p, w) for p, w in zip(trainer.ensemble.net.parameters(), weights))
     assert all(trainer.ensemble.stats[key] is value for key, value in stats.items()) and trainer.ensemble.elites == elites
+
+
+class ScriptedGate:
+    """A ``ModelGate`` whose verdicts are given (True passes, False refuses; the last one repeats);
+    ``block`` holds each evaluation until the worker stops, as a long gate episode would."""
+
+    episodes, service_note = 3, "the starting bundle"
+
+    def __init__(self, verdicts, block: bool = False):
+        self.verdicts, self.block, self.judged = list(verdicts), block, []
+        self.evaluating = threading.Event()
+
+    def judge(self, candidate_dir, should_stop):
+        self.judged.append(read_bundle(candidate_dir))  # the candidate is whole when it is judged
+        self.evaluating.set()
+        while self.block:
+            if should_stop():
+                return None
+            time.sleep(0.01)
+        passed = self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
+        figures = {"mean_return": 1.0, "crashes": 0, "mean_cost": 0.0, "violations_per_episode": 0.0, "episodes": 3}
+        return GateResult(passed, "scripted", figures, figures, 0.0)
+
+
+def test_a_model_the_gate_refuses_is_not_published_and_the_next_refit_brings_the_next_candidate(tmp_path, template):
+    """(The template bundle is tmp_path/bundle: the worker's is tmp_path/trainer/bundle.)"""
+    learner = SlowLearner(template, update_every=5)
+    gate = ScriptedGate([False, True])
+    worker, published, logged = make_worker(tmp_path / "trainer", learner, gate=gate, max_model_age_s=0.0)
+    worker.start()
+    try:
+        for _ in range(3):  # the first fit (at the first transition) and its candidate, refused
+            worker.offer(transition())
+        wait_for(lambda: gate.judged, 5.0, "the first candidate's verdict")
+        time.sleep(0.2)
+        assert len(gate.judged) == 1  # no new fit: no new candidate
+        assert published == [] and not (tmp_path / "trainer" / "bundle").exists()  # the last model published stays as it was
+        offer_for(worker, 0.3)  # the next fit, 5 transitions later: its candidate passes
+        wait_for(lambda: published, 5.0, "the second candidate")
+    finally:
+        assert worker.stop()
+    stats = worker.stats()
+    assert stats["gate_refusals"] == 1 and stats["gate_passes"] == len(published) == len(gate.judged) - 1
+    read_bundle(tmp_path / "trainer" / "bundle")  # a candidate that passed, written there whole
+    assert [v["passed"] for v in worker.gate_verdicts][:2] == [False, True]
+    assert any(level == "warn" and "not published" in text and "scripted" in text for level, text in logged)
+
+
+def test_a_refused_model_is_not_retried_before_max_model_age_s(tmp_path, template):
+    """A gate that refuses everything: the age rule tries again once per max_model_age_s, not every turn."""
+    learner = SlowLearner(template, update_s=0.005)
+    gate = ScriptedGate([False])
+    worker, published, _ = make_worker(tmp_path / "trainer", learner, gate=gate, max_model_age_s=0.4)
+    worker.start()
+    try:
+        offer_for(worker, 1.5)
+    finally:
+        assert worker.stop()
+    assert published == [] and 2 <= len(gate.judged) <= 5  # the first fit's, then one per 0.4 s at most
+
+
+def test_a_worker_stopped_while_its_gate_evaluates_publishes_nothing_and_stops_promptly(tmp_path, template):
+    learner = SlowLearner(template)
+    gate = ScriptedGate([True], block=True)
+    worker, published, _ = make_worker(tmp_path / "trainer", learner, gate=gate)
+    worker.start()
+    for _ in range(3):
+        worker.offer(transition())
+    assert gate.evaluating.wait(5.0)
+    started = time.monotonic()
+    assert worker.stop()
+    assert time.monotonic() - started < 1.0 and published == []
+    assert worker.stats()["gate_refusals"] == 0 and not (tmp_path / "trainer" / "bundle").exists()

@@ -391,6 +391,10 @@ class TrainerConfig:
     """At most this share of the learner's time goes to ensemble fits: a due fit waits until the time since the last one ended is (1/share - 1) x that fit's duration, so SAC keeps learning on a slow host."""
     max_owed_updates: int = 5000
     """SAC updates owed to stored transitions (a replay loaded at start) are capped at this many, the excess counted in sac_updates_skipped, so catching up ends."""
+    gate_episodes: int = 0
+    """Simulator episodes each model drives, as the planner would, before it is published; it is published only if it drives there at least as well as the model in service (core/model_gate.py: no more crashes, no more steps in violation, its mean return at most gate_return_tolerance below). 0: off (a task without a simulator)."""
+    gate_return_tolerance: float = 0.1
+    """How far below the service model's mean return (as a share of its magnitude) a gated model's may be."""
     keep_models: int = 0
     """Published bundles also kept in data_dir/models/v<version> (9 digits: v000029750), for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
     torch_threads: int = 1
@@ -432,6 +436,8 @@ class TrainerConfig:
         _check(self.max_backlog >= 1, "trainer.max_backlog must be >= 1")
         _check(0.0 < self.max_fit_share <= 1.0, "trainer.max_fit_share must be in (0, 1]")
         _check(self.max_owed_updates >= 0, "trainer.max_owed_updates must be >= 0")
+        _check(self.gate_episodes >= 0, "trainer.gate_episodes must be >= 0")
+        _check(self.gate_return_tolerance >= 0.0, "trainer.gate_return_tolerance must be >= 0")
         _check(self.keep_models >= -1, "trainer.keep_models must be -1 (all), 0 or a count")
         _check(self.torch_threads >= 1, "trainer.torch_threads must be >= 1")
         _check(0 <= self.nice <= 19, "trainer.nice must be in [0, 19]")

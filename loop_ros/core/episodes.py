@@ -64,8 +64,11 @@ def evaluate_planner(env, planner, episodes: int, seed: int = 0) -> dict[str, An
     if episodes < 1:
         raise ValueError("evaluate at least one episode")
     rng = np.random.default_rng(seed)
-    runs = [run_episode(env, planner, rng, seed + i) for i in range(episodes)]
+    return episode_statistics(env, [run_episode(env, planner, rng, seed + i) for i in range(episodes)])
 
+
+def episode_statistics(env, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Statistics (module docstring) of the episodes ``runs`` (``run_episode``'s results) in ``env``."""
     def mean(key):
         values = [run[key] for run in runs]
         return None if any(v is None for v in values) else float(np.mean(values))
@@ -76,7 +79,7 @@ def evaluate_planner(env, planner, episodes: int, seed: int = 0) -> dict[str, An
         "mean_speed": mean("mean_speed"), "target_speed": env.task.target_speed,
         "mean_radius_error": mean("mean_radius_error"), "crashes": sum(run["crashed"] for run in runs),
         "infeasible_steps": sum(run["infeasible_steps"] for run in runs), "mean_plan_ms": mean("plan_ms"),
-        "episodes": episodes, "per_episode": {key: [run[key] for run in runs] for key in runs[0]},
+        "episodes": len(runs), "per_episode": {key: [run[key] for run in runs] for key in runs[0]},
     }
 
 

@@ -11,8 +11,11 @@ is loaded first, after the learner state the last run saved there (``core.learne
 a restarted trainer goes on learning where it stopped). Each published bundle is signed with
 ``security.signing_key`` (Ed25519, ``core.signing``), and its version is above both the last
 one published from ``data_dir`` and the planner's starting bundle (``task.bundle``): a planner
-refuses a model that is not newer than its own. Parameters: the task, arc, safety, ensemble,
-sac, trainer and security sections, read at start (all read-only).
+refuses a model that is not newer than its own. With ``trainer.gate_episodes``, each model first
+drives the task's simulator as the planner would (its controller, arc and safety settings, on ONNX
+Runtime with ``trainer.torch_threads`` threads) and is published only if it drives at least as well
+as the model in service (``core.model_gate``). Parameters: the task, arc, safety, ensemble, sac,
+trainer and security sections, read at start (all read-only).
 
 Run: ``python -m loop_ros.nodes.trainer [--summary FILE] --ros-args --params-file config/rc_car.yaml``
 """
@@ -31,12 +34,15 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from loop_ros.core.bundle import MANIFEST
-from loop_ros.core.config import controller_safety
+from loop_ros.core.config import ConfigError, RuntimeConfig, controller_safety
 from loop_ros.core.learner_state import STATE_FILE
+from loop_ros.core.model_gate import ModelGate
+from loop_ros.core.params_file import flatten
 from loop_ros.core.replay import ReplayBuffer
 from loop_ros.core.transitions import FLOAT_ARRAY, ODOMETRY, ROLES, STRING, ReplayTopics
 from loop_ros.core.signing import key_id, load_private_key, sign_bundle_bytes
 from loop_ros.core.tasks import make_task
+from loop_ros.core.tasks.base import NoSimulator
 from loop_ros.core.trainer import LoopTrainer, set_torch_threads
 from loop_ros.nodes import run_node
 from loop_ros.nodes.managed_node import ManagedNode
@@ -142,9 +148,24 @@ class TrainerNode(ManagedNode):
         provenance = {"command": f"trainer node {self.get_fully_qualified_name()} (online, ROS)", "seed": seed,
                       "eval_return": None, "data_dir": str(self.replay.data_dir),
                       "settings": {s: dataclasses.asdict(configs[s]) for s in SECTIONS if s != "security"}}
+        planner_bundle = bundle_path(task, {"task.bundle": configs["task"].bundle})
         return TrainingWorker(trainer, configs["trainer"], bundle_dir, self._publish_model, self._log, provenance,
-                              first_version=first_version(bundle_dir, bundle_path(task, {"task.bundle": configs["task"].bundle})),
-                              state_path=self.replay.data_dir / STATE_FILE)
+                              first_version=first_version(bundle_dir, planner_bundle),
+                              state_path=self.replay.data_dir / STATE_FILE, gate=self._make_gate(task, configs, planner_bundle))
+
+    @staticmethod
+    def _make_gate(task, configs: dict, planner_bundle: Path | None) -> ModelGate | None:
+        """``trainer.gate_episodes``: the gate each model passes before it is published, None when off."""
+        schedule = configs["trainer"]
+        if not schedule.gate_episodes:
+            return None
+        runtime = RuntimeConfig(intra_op_threads=schedule.torch_threads)  # the trainer's host, its share of the CPU
+        params = flatten({"arc": configs["arc"], "safety": configs["safety"], "runtime": runtime})
+        try:
+            return ModelGate(task, configs["task"].controller, params, schedule.gate_episodes,
+                             schedule.gate_return_tolerance, configs["task"].seed, planner_bundle)
+        except NoSimulator as error:
+            raise ConfigError(f"trainer.gate_episodes: {error}; set it to 0") from error
 
     def _load_replay(self) -> None:
         """Every transition of the bags in data_dir, before any new message is recorded."""
@@ -184,12 +205,13 @@ class TrainerNode(ManagedNode):
         """Counters of the run (the ``--summary`` file and the diagnostics values)."""
         return {**self.replay.stats(), **self.worker.stats(), "callback_errors": dict(self.callback_errors),
                 "model_versions_published": list(self.worker.versions_published),
-                "publications": list(self.publications)}
+                "publications": list(self.publications), "gate_verdicts": list(self.worker.gate_verdicts)}
 
     def _publish_diagnostics(self) -> None:
         values = self.summary()
         values.pop("model_versions_published")
         values.pop("publications")
+        values.pop("gate_verdicts")
         level, message = DiagnosticStatus.OK, "training"
         problems = [text for key, text in (("replay_write_errors", f"{values['replay_write_errors']} replay write "
                                             f"errors lost {values['replay_lost']} messages (disk full?)"),

@@ -43,18 +43,27 @@ the refits still publishes, and does not owe updates forever:
   fit takes longer than K_m transitions take to arrive, fits would otherwise take all the
   learner's time and SAC none (measured: 948 SAC updates in a 600 s run at 30 s per fit).
 
+A gate (``trainer.gate_episodes``, ``core.model_gate``). With a ``gate``, each exported model
+first drives the task's simulator, as the planner would, and is published only if it drives at
+least as well as the model in service; it is exported to ``candidate`` beside ``bundle_dir``, which
+keeps the last model published. A refused model counts as a publication for the schedule (the next
+attempt comes after the next refits, or max_model_age_s later), never reaches the planner, and is
+counted (``gate_refusals``) and logged with its figures.
+
 Stopping. ``stop()`` sets a flag, which the thread checks between transitions, between SAC
 updates, before every minibatch of an ensemble fit (an interrupted fit is dropped: the
 previous model stays) and before an export, and joins the thread. So it returns after at
-most one SAC update, one ensemble minibatch with its epoch's holdout evaluation, or one
-export with its publication, whichever is in progress (an export took 0.6 s for the RC car's
-networks; the others are milliseconds), and never later than ``STOP_JOIN_S``.
+most one SAC update, one ensemble minibatch with its epoch's holdout evaluation, one
+export with its publication, or one gate episode (the candidate is then not published), whichever
+is in progress (an export took 0.6 s for the RC car's networks, a gate episode about 5 s; the others
+are milliseconds), and never later than ``STOP_JOIN_S``.
 """
 from __future__ import annotations
 
 import math
 import shutil
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,6 +79,8 @@ STOP_JOIN_S = 60.0
 """Longest wait of ``stop()`` for the learning thread (its longest step, an export, takes about 1 s)."""
 EXPORT_RETRY_S = 10.0
 """After a failed export (or publication) the next attempt waits this long."""
+GATE_VERDICTS_KEPT = 100
+"""The newest gate verdicts the summary lists."""
 
 
 class TrainingWorker(ThreadLoop):
@@ -77,12 +88,13 @@ class TrainingWorker(ThreadLoop):
 
     ``trainer`` is a ``LoopTrainer``; ``bundle_dir`` receives each exported bundle (the last
     one stays); ``first_version`` is the lowest version to publish (versions also never
-    fall below the transition count, so they grow across restarts).
+    fall below the transition count, so they grow across restarts); ``gate``, a
+    ``core.model_gate.ModelGate`` or None, judges each model before it is published.
     """
 
     def __init__(self, trainer, schedule: TrainerConfig, bundle_dir: Path, publish: Callable[[bytes, int], None],
                  log: Callable[[str, str], None], provenance: dict[str, Any], first_version: int = 1,
-                 state_path: Path | None = None):
+                 state_path: Path | None = None, gate=None):
         super().__init__("training", poll_s=1.0)  # a turn a second at least: the model's age
         self.trainer, self.schedule, self.bundle_dir, self.state_path = trainer, schedule, bundle_dir, state_path
         self._publish, self._log, self._provenance = publish, log, provenance
@@ -106,6 +118,10 @@ class TrainingWorker(ThreadLoop):
         self._failed_export_at = -math.inf
         self._last_fit_end: float | None = None  # monotonic time when the last completed fit ended
         self._started = time.monotonic()
+        self.gate = gate
+        self.gate_verdicts: deque[dict[str, Any]] = deque(maxlen=GATE_VERDICTS_KEPT)
+        self.gate_passes = self.gate_refusals = 0
+        self._refused_at = -math.inf  # monotonic time of the last model the gate refused
 
     # ------------------------------------------------------------ called from other threads
     def resume(self) -> None:
@@ -166,6 +182,7 @@ class TrainingWorker(ThreadLoop):
                 "learner_state_steps": self.saved_steps,
                 "model_version": self.versions_published[-1] if self.versions_published else None,
                 "models_published": len(self.versions_published), "forced_publications": self.forced_publications,
+                "gate_passes": self.gate_passes, "gate_refusals": self.gate_refusals,
                 "model_age_s": self.model_age_s(), "last_export_s": self.last_export_s,
                 "training_errors": self.errors, **{f"fit_{k}": v for k, v in self.last_fit.items()
                                                    if k in ("epochs", "elite_holdout_mse", "seconds", "n_train")}}
@@ -306,7 +323,7 @@ class TrainingWorker(ThreadLoop):
         if not max_age or self._age_origin is None:
             return False
         changed = self._published_nets != (self.trainer.fits, self.trainer.sac_updates)
-        return changed and time.monotonic() - self._age_origin >= max_age
+        return changed and time.monotonic() - max(self._age_origin, self._refused_at) >= max_age
 
     def _keep_copy(self, bundle: Bundle, version: int) -> None:
         """Write the bundle to models/v<version> beside bundle_dir (whole or not at all:
@@ -325,7 +342,12 @@ class TrainingWorker(ThreadLoop):
         version = max(self._next_version, self.trainer.steps)
         provenance = {**self._provenance, "steps": self.trainer.steps, "wall_time_s": time.monotonic() - self._started}
         try:
-            bundle = read_bundle(self.trainer.export(self.bundle_dir, version, provenance))
+            export_dir = self.bundle_dir if self.gate is None else self.bundle_dir.parent / "candidate"
+            bundle = read_bundle(self.trainer.export(export_dir, version, provenance))
+            if not self._passes_gate(export_dir, version):
+                return
+            if export_dir != self.bundle_dir:
+                write_bundle(bundle, self.bundle_dir)
             self._keep_copy(bundle, version)
             data = bundle_to_bytes(bundle)
             self.last_export_s = time.perf_counter() - started
@@ -339,6 +361,30 @@ class TrainingWorker(ThreadLoop):
         self._age_origin = time.monotonic()
         self._published_nets = (self.trainer.fits, self.trainer.sac_updates)
         self._save_state()
+
+    def _passes_gate(self, candidate_dir: Path, version: int) -> bool:
+        """Whether the model exported to ``candidate_dir`` may be published (module docstring): always
+        without a gate; never when the worker stops during its evaluation."""
+        if self.gate is None:
+            return True
+        result = self.gate.judge(candidate_dir, lambda: self._stopping)
+        if result is None:
+            return False
+        self.gate_verdicts.append({"version": version, "wall_time": time.time(), "transitions": self.trainer.steps,
+                                   **result.record()})
+        if result.passed:
+            self.gate_passes += 1
+            self._log("info", f"model version {version} passed the gate in {result.seconds:.1f} s: {result.reason}")
+            return True
+        self.gate_refusals += 1
+        self._log("warn", f"model version {version} not published ({self.gate_refusals} refused so far): "
+                          f"{result.reason} ({self.gate.episodes} simulator episodes; model in service: "
+                          f"{self.gate.service_note})")
+        self._next_version = version + 1
+        self._publish_due, self._since_publish = False, 0
+        self._refused_at = time.monotonic()
+        self._save_state()
+        return False
 
     def _save_state(self) -> None:
         """Save the learner to ``state_path`` when it learned since the last save (a learner that never
