@@ -247,7 +247,8 @@ def test_a_gated_trainer_publishes_no_model_that_drives_worse_than_the_planners_
 
 
 def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
-    params = params_file(tmp_path / "params.yaml", **SMALL_NETS)
+    # With the gate on: learning from scratch, there is no model in service, so the first model passes.
+    params = params_file(tmp_path / "params.yaml", **{**SMALL_NETS, "trainer.gate_episodes": 1})
     domain = domain_id(12)
     command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--fresh", "--duration", "18",
                "--params", str(params), "--domain-id", str(domain), "--json", str(tmp_path / "summary.json")]
@@ -265,6 +266,7 @@ def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
     assert summary["no_model_ticks"] > 0  # no shipped model: it braked until the first learned one
     assert summary["model_swaps"] >= 1 and summary["swaps_rejected"] == 0 and summary["swap_deadline_misses"] is not None
     assert summary["model_version"] in summary["model_versions_published"]
+    assert summary["gate_passes"] >= 1 and summary["nodes"]["trainer"]["gate_verdicts"][0]["service"] is None
     assert summary["replay_transitions"] >= 200
     # The trainer is up before the sim's first step and stops after its last: one transition per
     # step, less the states that complete none (the first, each episode's first, those after the

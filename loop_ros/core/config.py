@@ -328,7 +328,7 @@ class TaskConfig:
     seed: int = 0
     """Seed of the planner's noise generator."""
     compensate_delay: bool = True
-    """Plan from the state the plan's action will act on: predicted as many control steps ahead as ticks come between the state's arrival and the plan's first use (those already passed when the plan starts, plus the median start-to-use delay of the last 25 plans, one before the first; at most 4), through the actions published or due meanwhile."""
+    """Plan from the state the plan's action will act on: predicted as many control steps ahead as ticks come between the state's arrival and the plan's first use (those already passed when the plan starts, plus the median start-to-use delay of the last 25 plans, one before the first; at most 4), through the actions published or due meanwhile; a plan that comes a tick later than that starts with the action it planned for the later step."""
     bundle: str = ""
     """Model bundle directory (relative paths are resolved against the package's share or repo root); empty:
     the task's own default bundle (``models/rc_car`` for the car), or none (the planner brakes until a
