@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from loop_ros.core.model_gate import ModelGate, gate_verdict
+from loop_ros.core.model_gate import NO_REFERENCE, ModelGate, gate_verdict
 from loop_ros.core.tasks import make_task
 from loop_ros.settings import data_path, load_params
 
@@ -28,45 +28,42 @@ def test_a_candidate_must_crash_violate_no_more_and_return_no_less_than_the_tole
     assert verdict is passed and why in reason
 
 
-def test_a_negative_service_return_allows_the_tolerance_below_it_too():
+def test_a_negative_reference_return_allows_the_tolerance_below_it_too():
     assert gate_verdict(figures(mean_return=-109.0), figures(mean_return=-100.0), 0.1)[0]
     assert not gate_verdict(figures(mean_return=-111.0), figures(mean_return=-100.0), 0.1)[0]
 
 
-def test_without_a_model_in_service_the_first_candidate_passes():
-    assert gate_verdict(figures(mean_return=-1e6, crashes=3), None, 0.1) == (True, "no model in service to compare with")
-
-
-def rc_car_gate(service_bundle, episodes=1):
+def rc_car_gate(reference_bundle, episodes=1):
     task = make_task("rc_car")
     params = load_params(task, overrides=["runtime.intra_op_threads=1"])  # config/rc_car.yaml, as the planner runs
-    return ModelGate(task, "arc", params, episodes, 0.1, seed=0, service_bundle=service_bundle)
+    return ModelGate(task, "arc", params, episodes, 0.1, seed=0, reference_bundle=reference_bundle)
 
 
 def never():
     return False
 
 
-def test_a_model_that_cannot_drive_is_refused_against_the_shipped_one_which_passes_against_itself(tmp_path,
-                                                                                                  export_tiny_bundle):
-    """Real episodes, as the planner would drive them. A random untrained model is refused; a copy of the
-    shipped model passes with the same figures (the same starts and noise: a paired comparison)."""
+def test_a_model_that_cannot_drive_is_refused_and_the_reference_stays_the_starting_bundle(tmp_path, export_tiny_bundle):
+    """Real episodes, as the planner would drive them. A random untrained model is refused against the
+    shipped one; a copy of the shipped model passes with the same figures (the same starts and noise: a
+    paired comparison), and the reference stays the starting bundle."""
     shipped = data_path("models/rc_car")
     gate = rc_car_gate(shipped)
     untrained = export_tiny_bundle(task="rc_car", name="untrained")
     refused = gate.judge(untrained, never)
-    assert not refused.passed and refused.service["crashes"] == 0 and refused.service["mean_return"] > 300
-    assert "shipped" not in gate.service_note and str(shipped) in gate.service_note  # the service model stays
+    assert not refused.passed and "crashed in 1 of 1" in refused.reason
+    assert refused.reference["crashes"] == 0 and refused.reference["mean_return"] > 300
     copy = shutil.copytree(shipped, tmp_path / "copy")
     passed = gate.judge(copy, never)
-    assert passed.passed and passed.candidate["mean_return"] == refused.service["mean_return"]
-    assert str(copy) in gate.service_note  # the candidate that passed is now the model in service
+    assert passed.passed and passed.candidate["mean_return"] == passed.reference["mean_return"]
+    assert passed.reference is refused.reference and str(shipped) in gate.reference_note  # evaluated once, kept
 
 
-def test_a_missing_starting_bundle_leaves_no_model_in_service_and_a_stop_ends_the_evaluation(tmp_path, export_tiny_bundle):
-    gate = rc_car_gate(tmp_path / "absent")
+def test_without_a_starting_bundle_every_model_passes_unevaluated_and_a_stop_ends_the_evaluation(tmp_path,
+                                                                                                 export_tiny_bundle):
     untrained = export_tiny_bundle(task="rc_car", name="untrained")
-    assert gate.judge(untrained, lambda: True) is None  # stopped before its first episode: no verdict
-    assert gate.service_note.startswith("none") and "absent" in gate.service_note
+    assert rc_car_gate(data_path("models/rc_car")).judge(untrained, lambda: True) is None  # stopped: no verdict
+    gate = rc_car_gate(tmp_path / "absent")  # as up --fresh gives it: the trainer's own bundle, not there yet
     result = gate.judge(untrained, never)
-    assert result.passed and result.service is None and result.candidate["crashes"] == 1
+    assert result.passed and result.candidate is None and result.reference is None
+    assert result.reason == NO_REFERENCE and "absent" in gate.reference_note

@@ -242,12 +242,12 @@ def test_a_gated_trainer_publishes_no_model_that_drives_worse_than_the_planners_
     summary = json.loads((gated / "trainer.json").read_text())
     assert summary["gate_refusals"] >= 1 and summary["model_versions_published"] == [], trainer.log()
     verdict = summary["gate_verdicts"][0]
-    assert not verdict["passed"] and verdict["service"]["crashes"] == 0 and verdict["service"]["mean_return"] > 300
+    assert not verdict["passed"] and verdict["reference"]["crashes"] == 0 and verdict["reference"]["mean_return"] > 300
     assert not (gated / "replay" / "bundle").exists() and (gated / "replay" / "candidate" / "manifest.json").is_file()
 
 
 def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
-    # With the gate on: learning from scratch, there is no model in service, so the first model passes.
+    # With the gate on: learning from scratch, there is no reference, so every model passes unevaluated.
     params = params_file(tmp_path / "params.yaml", **{**SMALL_NETS, "trainer.gate_episodes": 1})
     domain = domain_id(12)
     command = [sys.executable, "-m", "loop_ros.cli", "up", "rc_car", "--fresh", "--duration", "18",
@@ -266,7 +266,9 @@ def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
     assert summary["no_model_ticks"] > 0  # no shipped model: it braked until the first learned one
     assert summary["model_swaps"] >= 1 and summary["swaps_rejected"] == 0 and summary["swap_deadline_misses"] is not None
     assert summary["model_version"] in summary["model_versions_published"]
-    assert summary["gate_passes"] >= 1 and summary["nodes"]["trainer"]["gate_verdicts"][0]["service"] is None
+    verdicts = summary["nodes"]["trainer"]["gate_verdicts"]
+    assert summary["gate_refusals"] == 0 and summary["gate_passes"] == len(verdicts) == len(summary["model_versions_published"])
+    assert all(v["candidate"] is None and v["reference"] is None for v in verdicts)
     assert summary["replay_transitions"] >= 200
     # The trainer is up before the sim's first step and stops after its last: one transition per
     # step, less the states that complete none (the first, each episode's first, those after the

@@ -395,7 +395,7 @@ class ScriptedGate:
     """A ``ModelGate`` whose verdicts are given (True passes, False refuses; the last one repeats);
     ``block`` holds each evaluation until the worker stops, as a long gate episode would."""
 
-    episodes, service_note = 3, "the starting bundle"
+    episodes, reference_note = 3, "the starting bundle"
 
     def __init__(self, verdicts, block: bool = False):
         self.verdicts, self.block, self.judged = list(verdicts), block, []

@@ -392,9 +392,9 @@ class TrainerConfig:
     max_owed_updates: int = 5000
     """SAC updates owed to stored transitions (a replay loaded at start) are capped at this many, the excess counted in sac_updates_skipped, so catching up ends."""
     gate_episodes: int = 0
-    """Simulator episodes each model drives, as the planner would, before it is published; it is published only if it drives there at least as well as the model in service (core/model_gate.py: no more crashes, no more steps in violation, its mean return at most gate_return_tolerance below). 0: off (a task without a simulator)."""
+    """Simulator episodes each model drives, as the planner would, before it is published; it is published only if it drives there at least as well as the planner's starting bundle, task.bundle (core/model_gate.py: no more crashes, no more steps in violation, its mean return at most gate_return_tolerance below; without a starting bundle every model passes). 0: off (a task without a simulator)."""
     gate_return_tolerance: float = 0.1
-    """How far below the service model's mean return (as a share of its magnitude) a gated model's may be."""
+    """How far below the starting bundle's mean return (as a share of its magnitude) a gated model's may be."""
     keep_models: int = 0
     """Published bundles also kept in data_dir/models/v<version> (9 digits: v000029750), for rollback and evaluation: -1 all, 0 none, n the newest n (`--fresh` keeps all)."""
     torch_threads: int = 1

@@ -14,7 +14,7 @@ one published from ``data_dir`` and the planner's starting bundle (``task.bundle
 refuses a model that is not newer than its own. With ``trainer.gate_episodes``, each model first
 drives the task's simulator as the planner would (its controller, arc and safety settings, on ONNX
 Runtime with ``trainer.torch_threads`` threads) and is published only if it drives at least as well
-as the model in service (``core.model_gate``). Parameters: the task, arc, safety, ensemble, sac,
+as the planner's starting bundle (``core.model_gate``). Parameters: the task, arc, safety, ensemble, sac,
 trainer and security sections, read at start (all read-only).
 
 Run: ``python -m loop_ros.nodes.trainer [--summary FILE] --ros-args --params-file config/rc_car.yaml``

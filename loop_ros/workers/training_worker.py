@@ -45,7 +45,7 @@ the refits still publishes, and does not owe updates forever:
 
 A gate (``trainer.gate_episodes``, ``core.model_gate``). With a ``gate``, each exported model
 first drives the task's simulator, as the planner would, and is published only if it drives at
-least as well as the model in service; it is exported to ``candidate`` beside ``bundle_dir``, which
+least as well as the planner's starting bundle; it is exported to ``candidate`` beside ``bundle_dir``, which
 keeps the last model published. A refused model counts as a publication for the schedule (the next
 attempt comes after the next refits, or max_model_age_s later), never reaches the planner, and is
 counted (``gate_refusals``) and logged with its figures.
@@ -378,8 +378,8 @@ class TrainingWorker(ThreadLoop):
             return True
         self.gate_refusals += 1
         self._log("warn", f"model version {version} not published ({self.gate_refusals} refused so far): "
-                          f"{result.reason} ({self.gate.episodes} simulator episodes; model in service: "
-                          f"{self.gate.service_note})")
+                          f"{result.reason} ({self.gate.episodes} simulator episodes; reference: "
+                          f"{self.gate.reference_note})")
         self._next_version = version + 1
         self._publish_due, self._since_publish = False, 0
         self._refused_at = time.monotonic()
