@@ -127,11 +127,13 @@ def test_supervised_run_keeps_the_rate_and_summarises(loop):
     assert summary["nodes"]["planner"]["no_model_ticks"] == 0  # the first tick waited for the bundle
     assert summary["nodes"]["planner"]["plans"] > 0 and summary["nodes"]["planner"]["plan_errors"] == 0
     assert summary["invalid_states"] == 0
-    planner = summary["nodes"]["planner"]
+    planner, sim = summary["nodes"]["planner"], summary["nodes"]["sim"]
     if realtime_permitted(REALTIME_PRIORITY):
         assert (planner["realtime_threads"], planner["realtime_refused"]) == (2, None)  # plan worker, tick
+        assert (sim["realtime_threads"], sim["realtime_refused"]) == (1, None)  # its stepping thread
     else:
         assert planner["realtime_threads"] == 0 and "ulimit -r" in planner["realtime_refused"]
+        assert sim["realtime_threads"] == 0 and "ulimit -r" in sim["realtime_refused"]
     # A stale tick is the host stalling the sim or the planner for over task.state_timeout_s (0.1 s);
     # a shared 2-core CI host does that now and then (12 ticks, one run in ~20). The planner must
     # count every such tick and account for it in its stale periods; a steady stream of them is a bug.

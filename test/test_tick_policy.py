@@ -124,31 +124,3 @@ def test_the_compensation_is_bounded_and_follows_the_median_delay():
         tick.tick(start + 0.01, a_state(k, start), False, plan, model, 10.0)
     assert tick.compensation_steps() == 0
     np.testing.assert_array_equal(tick.actions_in_flight(6.0, None), np.zeros((0, 2)))
-
-
-def test_a_plan_first_used_later_than_its_compensation_predicted_starts_at_the_step_it_is_late_by():
-    """A plan predicted 0 steps ahead (its worker was free when its state came) that misses the first
-    tick after its state (held instead) acts one step later than it planned for: the tick takes its
-    mean's second action, as a held plan would, and the coming ticks go on from there."""
-    tick, _ = policy()
-    model, state = Actor(), a_state(1, 0.0)
-    previous = dataclasses.replace(a_plan(0, a_state(0, -0.05), action=(0.5, 0.5)), finished=-0.015, latency_s=0.035)
-    tick.tick(-0.03, a_state(0, -0.05), False, None, model, TIMEOUT)  # starting
-    tick.tick(-0.01, a_state(0, -0.05), False, previous, model, TIMEOUT)  # a plan one tick after its start
-    tick.tick(0.01, state, False, previous, model, TIMEOUT)  # held: the new plan is not ready yet
-    late = dataclasses.replace(a_plan(1, state, action=(0.3, 0.4)), ahead=0)
-    # A plan started now on a state of 0.02 would come a tick later (compensation_steps 1): the next tick
-    # will send the late plan's second action.
-    np.testing.assert_allclose(tick.actions_in_flight(0.02, late), [(0.1, 0.1)])
-    np.testing.assert_allclose(tick.tick(0.03, state, False, late, model, TIMEOUT), (0.1, 0.1))  # its mean's second
-    np.testing.assert_allclose(tick.tick(0.05, state, False, late, model, TIMEOUT), (0.2, 0.2))  # then its third
-    assert tick.summary()["ticks_by_source"][PLAN] == 2 and tick.summary()["deadline_misses"] == 0
-
-
-def test_a_plan_on_time_or_made_without_compensation_starts_at_its_first_action():
-    for ahead in (1, 2, None):  # as predicted; predicted later than it came; not compensated (compensate_delay off)
-        tick, _ = policy()
-        model, state = Actor(), a_state(1, 0.0)
-        tick.tick(0.01, state, False, a_plan(0, a_state(0, -0.02)), model, TIMEOUT)
-        plan = dataclasses.replace(a_plan(1, state, action=(0.3, 0.4)), ahead=ahead)
-        np.testing.assert_allclose(tick.tick(0.03, state, False, plan, model, TIMEOUT), (0.3, 0.4))

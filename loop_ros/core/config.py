@@ -328,7 +328,7 @@ class TaskConfig:
     seed: int = 0
     """Seed of the planner's noise generator."""
     compensate_delay: bool = True
-    """Plan from the state the plan's action will act on: predicted as many control steps ahead as ticks come between the state's arrival and the plan's first use (those already passed when the plan starts, plus the median start-to-use delay of the last 25 plans, one before the first; at most 4), through the actions published or due meanwhile; a plan that comes a tick later than that starts with the action it planned for the later step."""
+    """Plan from the state the plan's action will act on: predicted as many control steps ahead as ticks come between the state's arrival and the plan's first use (those already passed when the plan starts, plus the median start-to-use delay of the last 25 plans, one before the first; at most 4), through the actions published or due meanwhile."""
     bundle: str = ""
     """Model bundle directory (relative paths are resolved against the package's share or repo root); empty:
     the task's own default bundle (``models/rc_car`` for the car), or none (the planner brakes until a
@@ -338,7 +338,7 @@ class TaskConfig:
     explore: bool = False
     """Execute the first action of a candidate drawn by its weight (Alg. 1's exploration) instead of the plan's mean; `loop-ros up --fresh` turns it on (`--explore` / `--no-explore` choose)."""
     realtime_priority: int = 0
-    """SCHED_FIFO priority (1-99) of the planner's planning thread and of its tick's thread, the executor's, which runs its other callbacks too (fixed at start): they then run whenever they are ready, ahead of the trainer, the sim and every ordinary process; it takes root, CAP_SYS_NICE or `ulimit -r` of at least this (refused: a warning, and the ordinary priority). 0: the ordinary scheduler. With runtime.intra_op_threads 1 the rollout runs in the planning thread."""
+    """SCHED_FIFO priority (1-99) of the planner's planning thread and of its tick's thread, the executor's, which runs its other callbacks too, and of the sim's stepping thread (its executor's; fixed at start): they then run whenever they are ready, ahead of the trainer and every ordinary process; it takes root, CAP_SYS_NICE or `ulimit -r` of at least this (refused: a warning, and the ordinary priority). 0: the ordinary scheduler. With runtime.intra_op_threads 1 the rollout runs in the planning thread."""
     lockstep: bool = False
     """Simulated time in lock-step (fixed at start): the sim steps only on the planner's answer to its latest state (at most control_rate_hz steps a second), the planner answers every state with one plan however long it takes (no deadline, no delay compensation), and the sim publishes `/clock`: the control loop does not depend on the host's speed (the trainer still learns in wall-clock time). Off: real time, the sim and the planner on wall-clock timers (a robot)."""
 

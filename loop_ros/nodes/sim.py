@@ -44,10 +44,12 @@ from loop_ros.core.tasks.base import ODOMETRY, NoSimulator
 from loop_ros.nodes import StartGate, run_node
 from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.nodes.messages import answered_key, array_state, checked_array, odometry_from_pose, state_key
+from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
+from loop_ros.workers.priority import RealtimeThreads
 
 SECTIONS = ("task", "safety", "sim")
-FIXED = ("task.name", "task.control_rate_hz", "task.lockstep")
+FIXED = ("task.name", "task.control_rate_hz", "task.lockstep", "task.realtime_priority")
 LOCKSTEP_REPUBLISH_S = 2.0
 """Lock-step: a state that no action has answered for this long is published again (a lost message)."""
 
@@ -96,6 +98,10 @@ class SimNode(ManagedNode):
         except NoSimulator as error:
             raise ConfigError(f"task.name: {error}") from error
         self.safe_action = np.asarray(self.task.safe_action(), dtype=float)
+        # The simulated robot keeps its rate beside real-time planners: starved on two cores, the sims
+        # stepped at 48.7-49.9 Hz while their planners ticked at 50 (bench/RESULTS.md).
+        self.realtime = RealtimeThreads(configs["task"].realtime_priority,
+                                        lambda level, text: log_at(self.get_logger(), level, text))
         self._action: np.ndarray | None = None
         self._action_received = -np.inf
         self.braked_ticks = 0
@@ -159,6 +165,7 @@ class SimNode(ManagedNode):
 
     def _on_tick(self) -> None:
         now = time.monotonic()
+        self.realtime.enter()  # the executor's thread, once
         if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
             return
         self._step(self._held_action(now), now)
@@ -167,6 +174,7 @@ class SimNode(ManagedNode):
         """Lock-step: send the first state once the others listen; step when the answer to the latest
         state has come; send a state again that no action has answered for LOCKSTEP_REPUBLISH_S."""
         now = time.monotonic()
+        self.realtime.enter()
         if self._last_state is None:
             if self.start_gate.passes(self.params.configs["task"].start_subscribers):
                 self._publish_state(self._state_message(self._first_obs, self._stamp()), now)
@@ -247,6 +255,8 @@ class SimNode(ManagedNode):
             "lockstep": self.lockstep,
             "sim_time_s": self._total_steps * self.env.control_dt,
             "republished_states": self.republished_states,
+            "realtime_threads": self.realtime.threads,
+            "realtime_refused": self.realtime.refused,
             "callback_errors": dict(self.callback_errors),
         }
 

@@ -44,7 +44,6 @@ class Plan:
     finished: float  # time.monotonic() when it was done
     cpu_s: float | None = None  # CPU time the planning thread got meanwhile (None: not on Linux)
     runnable_s: float | None = None  # time it was ready to run but waited for a core
-    ahead: int | None = None  # control steps its start was predicted ahead of ``state`` (delay compensation); None: none
 
 
 def thread_times() -> tuple[float, float] | None:
@@ -221,21 +220,20 @@ class PlanWorker(ThreadLoop):
             planner = planner.with_model(model)
         return planner.with_settings(arc=arc, safety=safety)
 
-    def _delay_compensated(self, planner, sample: StateSample) -> tuple[np.ndarray, int | None]:
-        """(the state this plan's first action will drive the robot from, the control steps it is ahead
-        of ``sample``'s): ``sample``'s, predicted through the actions in flight until then
-        (``in_flight``; the tick policy measures how many); None steps: not compensated."""
+    def _delay_compensated(self, planner, sample: StateSample) -> np.ndarray:
+        """The state this plan's first action will drive the robot from: ``sample``'s, predicted
+        through the actions in flight until then (``in_flight``; the tick policy measures how many)."""
         task = self.configs["task"]
         if not task.compensate_delay or task.lockstep or self._in_flight is None:  # lock-step: this very state
-            return sample.obs, None
+            return sample.obs
         actions = self._in_flight(sample, self.latest_plan)
         if len(actions) == 0:
-            return sample.obs, 0
+            return sample.obs
         predicted = planner.predict_states(sample.obs, actions)[len(actions)].astype(np.float32)
         if not np.all(np.isfinite(predicted)):  # a poor model's prediction: plan on the measured state
             self.stats.count("uncompensated")
-            return sample.obs, None
-        return predicted, len(actions)
+            return sample.obs
+        return predicted
 
     def _plan(self, sample: StateSample) -> Plan | None:
         """The plan on ``sample`` (None: no model, or a state the tick would not use any more)."""
@@ -248,8 +246,8 @@ class PlanWorker(ThreadLoop):
         self.planning_since = time.monotonic()
         start, times_before = time.perf_counter(), thread_times()
         try:
-            start_state, ahead = self._delay_compensated(planner, sample)
-            result = planner.plan(start_state, self._rng, explore=self.configs["task"].explore)
+            result = planner.plan(self._delay_compensated(planner, sample), self._rng,
+                                  explore=self.configs["task"].explore)
         finally:
             self.planning_since = None
         latency, times_after = time.perf_counter() - start, thread_times()
@@ -261,7 +259,7 @@ class PlanWorker(ThreadLoop):
             raise ValueError(f"planner returned a non-finite or misshapen plan (action {action})")
         seq = self.latest_plan.seq + 1 if self.latest_plan is not None else 0
         plan = Plan(seq, sample, action, result.mean_actions, dict(result.metrics), latency,
-                    actor_divergence(planner.model, sample.obs, action), time.monotonic(), cpu_s, runnable_s, ahead)
+                    actor_divergence(planner.model, sample.obs, action), time.monotonic(), cpu_s, runnable_s)
         self.latest_plan = plan
         self.stats.record(plan)
         if start - self._last_predict >= self._predict_interval_s:  # the plan view is for people: 10 Hz is plenty

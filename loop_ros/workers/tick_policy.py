@@ -123,9 +123,7 @@ class TickPolicy:
         with self._lock:
             if source in (PLAN, LATE) and plan.seq > self._last_plan_seq:
                 self._plan_delays.append(self._ticks_after(plan_started(plan)))
-                late_by = self._late_by(plan)
-                action = held_action(plan, late_by) if late_by else plan.action
-                self._last_plan_seq, self._plan_ticks = plan.seq, late_by + 1
+                action, self._last_plan_seq, self._plan_ticks = plan.action, plan.seq, 1
             elif source in (HELD, LATE):
                 action = held_action(plan, self._plan_ticks)
                 self._plan_ticks += 1
@@ -162,14 +160,14 @@ class TickPolicy:
         recent plans (``compensation_steps``); at most ``MAX_COMPENSATION_STEPS`` in all. The actions
         are those of the ticks published since ``received``, then those the coming ticks will
         publish without a newer plan: ``plan`` (the latest) from its first action if no tick has
-        used it yet (from the step it is late by, ``_late_by``), else held on.
+        used it yet, else held on.
         """
         with self._lock:
             actions = [action for t, action in self._published if t > received]
             steps = min(len(actions) + self.compensation_steps(), MAX_COMPENSATION_STEPS)
             actions = actions[:steps]
             fresh = plan is not None and plan.seq > self._last_plan_seq
-            offset = self._late_by(plan) if fresh else self._plan_ticks
+            offset = 0 if fresh else self._plan_ticks
             while len(actions) < steps:
                 if plan is None:
                     actions.append(self._published[-1][1] if self._published else self.safe_action)
@@ -185,14 +183,6 @@ class TickPolicy:
         if not self._plan_delays:
             return 1
         return min(sorted(self._plan_delays)[len(self._plan_delays) // 2], MAX_COMPENSATION_STEPS)
-
-    def _late_by(self, plan) -> int:
-        """Ticks by which a plan no tick has used yet comes later than its delay compensation predicted
-        (``plan.ahead``): the first tick to use it then takes the action it planned for that step, as
-        a held plan does. 0 for a plan made without compensation. The caller holds the lock."""
-        if plan.ahead is None:
-            return 0
-        return max(0, self._ticks_after(plan.state.received) - plan.ahead)
 
     def _ticks_after(self, since: float) -> int:
         """Ticks published after ``since`` (before the one being decided)."""
