@@ -103,7 +103,7 @@ def fresh_overrides(data_dir: Path) -> dict[str, tuple[str, ...]]:
     """``--fresh``: the trainer records into ``data_dir`` (empty), publishes from its first fit on and
     keeps every model it publishes in ``data_dir/models``; the planner's bundle is the trainer's
     bundle directory there, which does not exist yet, and the trainer is told so (its gate then has
-    no model in service to compare the first model with, and its versions start at 1)."""
+    no reference to hold a model to, and its versions start at 1)."""
     bundle = f"task.bundle:={data_dir / 'bundle'}"
     return {TRAINER: (f"trainer.data_dir:={data_dir}", "trainer.publish_after:=0", "trainer.keep_models:=-1", bundle),
             "planner": (bundle,)}

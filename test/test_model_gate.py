@@ -59,10 +59,21 @@ def test_a_model_that_cannot_drive_is_refused_and_the_reference_stays_the_starti
     assert passed.reference is refused.reference and str(shipped) in gate.reference_note  # evaluated once, kept
 
 
-def test_without_a_starting_bundle_every_model_passes_unevaluated_and_a_stop_ends_the_evaluation(tmp_path,
-                                                                                                 export_tiny_bundle):
+def test_a_stop_ends_the_evaluation_within_one_plan_and_gives_no_verdict(export_tiny_bundle):
+    """The trainer stops within its grace period even mid-episode (one rc_car episode takes 5-20 s)."""
     untrained = export_tiny_bundle(task="rc_car", name="untrained")
-    assert rc_car_gate(data_path("models/rc_car")).judge(untrained, lambda: True) is None  # stopped: no verdict
+    gate, checks = rc_car_gate(data_path("models/rc_car")), []
+
+    def stop_at_the_51st_plan():
+        checks.append(True)
+        return len(checks) > 50
+
+    assert gate.judge(untrained, stop_at_the_51st_plan) is None and len(checks) == 51  # mid-way through the reference
+    assert not gate.judge(untrained, never).passed  # the next call evaluates the reference whole, then the candidate
+
+
+def test_without_a_starting_bundle_every_model_passes_unevaluated(tmp_path, export_tiny_bundle):
+    untrained = export_tiny_bundle(task="rc_car", name="untrained")
     gate = rc_car_gate(tmp_path / "absent")  # as up --fresh gives it: the trainer's own bundle, not there yet
     result = gate.judge(untrained, never)
     assert result.passed and result.candidate is None and result.reference is None

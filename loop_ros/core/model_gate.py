@@ -38,6 +38,26 @@ SUMMARY_KEYS = ("mean_return", "crashes", "mean_cost", "violations_per_episode",
 NO_REFERENCE = "no starting bundle to compare with: published unevaluated"
 
 
+class _Stopped(Exception):
+    """Raised inside an evaluation episode when the gate is told to stop."""
+
+
+class _StoppablePlanner:
+    """A planner that checks ``should_stop`` before each plan, so a stop ends an evaluation within one
+    plan (milliseconds), not one episode (5 s alone, 20 s beside two planners on two cores)."""
+
+    def __init__(self, planner, should_stop: Callable[[], bool]):
+        self._planner, self._should_stop = planner, should_stop
+
+    def plan(self, state, rng, explore: bool = False):
+        if self._should_stop():
+            raise _Stopped
+        return self._planner.plan(state, rng, explore=explore)
+
+    def reset(self) -> None:
+        self._planner.reset()
+
+
 @dataclass(frozen=True)
 class GateResult:
     """One candidate's verdict: ``passed``, why, and the figures behind it (None: not evaluated)."""
@@ -111,13 +131,14 @@ class ModelGate:
 
     def evaluate(self, bundle_dir: Path, should_stop: Callable[[], bool]) -> dict[str, Any] | None:
         """Evaluation statistics (``episodes.episode_statistics``) of ``bundle_dir``; None when stopped
-        (checked before each episode). Raises BundleError for a bundle that does not fit the task."""
+        (checked before each plan). Raises BundleError for a bundle that does not fit the task."""
         planner, _ = bundle_planner(self.task, bundle_dir, self.params, self.controller)
-        rng, runs = np.random.default_rng(self.seed), []
-        for episode in range(self.episodes):
-            if should_stop():
-                return None
-            runs.append(run_episode(self._env, planner, rng, self.seed + episode))
+        planner = _StoppablePlanner(planner, should_stop)
+        rng = np.random.default_rng(self.seed)
+        try:
+            runs = [run_episode(self._env, planner, rng, self.seed + episode) for episode in range(self.episodes)]
+        except _Stopped:
+            return None
         return episode_statistics(self._env, runs)
 
     def _evaluate_reference(self, should_stop: Callable[[], bool]) -> bool:

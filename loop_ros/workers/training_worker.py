@@ -54,8 +54,8 @@ Stopping. ``stop()`` sets a flag, which the thread checks between transitions, b
 updates, before every minibatch of an ensemble fit (an interrupted fit is dropped: the
 previous model stays) and before an export, and joins the thread. So it returns after at
 most one SAC update, one ensemble minibatch with its epoch's holdout evaluation, one
-export with its publication, or one gate episode (the candidate is then not published), whichever
-is in progress (an export took 0.6 s for the RC car's networks, a gate episode about 5 s; the others
+export with its publication, or one plan of the gate's evaluation (the candidate is then not
+published), whichever is in progress (an export took 0.6 s for the RC car's networks; the others
 are milliseconds), and never later than ``STOP_JOIN_S``.
 """
 from __future__ import annotations
