@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from loop_ros.workers.priority import RealtimeThreads, autogroup_nice, use_realtime_priority
+from loop_ros.workers.priority import PERIODIC_ABOVE, RealtimeThreads, autogroup_nice, use_realtime_priority
 
 CHILD = """
 import os
@@ -44,8 +44,9 @@ def realtime_permitted(priority: int = 5) -> bool:
     return refused[0] is None
 
 
-def policies_of(realtime: RealtimeThreads, calls: int = 2) -> tuple[int, int]:
-    """(policy of a thread that called ``realtime.enter`` ``calls`` times, policy of a thread it started)."""
+def policies_of(realtime: RealtimeThreads, calls: int = 2, above: int = 0) -> tuple[int, int, int]:
+    """(policy of a thread that called ``realtime.enter(above)`` ``calls`` times, policy of a thread it
+    started, the first thread's priority)."""
     seen = {}
 
     def child():
@@ -53,8 +54,9 @@ def policies_of(realtime: RealtimeThreads, calls: int = 2) -> tuple[int, int]:
 
     def entering():
         for _ in range(calls):
-            realtime.enter()
+            realtime.enter(above)
         seen["entered"] = os.sched_getscheduler(0)
+        seen["priority"] = os.sched_getparam(0).sched_priority
         started = threading.Thread(target=child)
         started.start()
         started.join()
@@ -62,24 +64,30 @@ def policies_of(realtime: RealtimeThreads, calls: int = 2) -> tuple[int, int]:
     thread = threading.Thread(target=entering)
     thread.start()
     thread.join()
-    return seen["entered"], seen["child"]
+    return seen["entered"], seen["child"], seen["priority"]
 
 
 @pytest.mark.skipif(not realtime_permitted(), reason="SCHED_FIFO is not permitted here (no root, CAP_SYS_NICE or rtprio)")
 def test_a_thread_that_enters_runs_under_sched_fifo_and_its_children_do_not():
     logs = []
     realtime = RealtimeThreads(5, lambda level, text: logs.append(level))
-    entered, child = policies_of(realtime)
+    entered, child, _ = policies_of(realtime)
     assert entered & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
     assert child == os.SCHED_OTHER  # a loader thread started from the tick's thread stays ordinary
     assert realtime.threads == 1 and realtime.refused is None and logs == ["info"]  # once per thread
-    policies_of(realtime)
-    assert realtime.threads == 2
+    assert policies_of(realtime)[2] == 5 and realtime.threads == 2
+
+
+@pytest.mark.skipif(not realtime_permitted(99), reason="SCHED_FIFO 99 is not permitted here")
+def test_a_periodic_thread_runs_above_the_planning_thread_at_most_at_99():
+    for base, expected in ((5, 5 + PERIODIC_ABOVE), (99, 99)):
+        realtime = RealtimeThreads(base, lambda level, text: None)
+        assert policies_of(realtime, above=PERIODIC_ABOVE)[2] == expected
 
 
 def test_priority_zero_leaves_the_thread_ordinary():
     realtime = RealtimeThreads(0, lambda level, text: pytest.fail(text))
-    assert policies_of(realtime) == (os.SCHED_OTHER, os.SCHED_OTHER)
+    assert policies_of(realtime) == (os.SCHED_OTHER, os.SCHED_OTHER, 0)
     assert realtime.threads == 0
 
 

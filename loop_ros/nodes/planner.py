@@ -36,7 +36,7 @@ from loop_ros.nodes.params import ParameterBinding
 from loop_ros.settings import bundle_path
 from loop_ros.workers.model_loader import ModelLoader, trusted_public_keys
 from loop_ros.workers.plan_worker import PlanWorker, StateSample
-from loop_ros.workers.priority import RealtimeThreads
+from loop_ros.workers.priority import PERIODIC_ABOVE, RealtimeThreads
 from loop_ros.workers.tick_policy import TickPolicy
 
 SECTIONS = ("arc", "safety", "runtime", "task", "security")
@@ -139,7 +139,7 @@ class PlannerNode(ManagedNode):
         """Exactly one action per tick (DESIGN 5): should the tick itself fail, the safe action."""
         now = time.monotonic()
         try:
-            self.realtime.enter()  # the tick's thread (the executor's) once
+            self.realtime.enter(PERIODIC_ABOVE)  # the tick's thread (the executor's) once, above the planning thread
             self._tick(now)
         except Exception as error:  # noqa: BLE001 - counted like any callback error, and the robot brakes
             self.count_callback_error("tick", error)

@@ -46,7 +46,7 @@ from loop_ros.nodes.managed_node import ManagedNode
 from loop_ros.nodes.messages import answered_key, array_state, checked_array, odometry_from_pose, state_key
 from loop_ros.nodes.node_log import log_at
 from loop_ros.nodes.params import ParameterBinding
-from loop_ros.workers.priority import RealtimeThreads
+from loop_ros.workers.priority import PERIODIC_ABOVE, RealtimeThreads
 
 SECTIONS = ("task", "safety", "sim")
 FIXED = ("task.name", "task.control_rate_hz", "task.lockstep", "task.realtime_priority")
@@ -165,7 +165,7 @@ class SimNode(ManagedNode):
 
     def _on_tick(self) -> None:
         now = time.monotonic()
-        self.realtime.enter()  # the executor's thread, once
+        self.realtime.enter(PERIODIC_ABOVE)  # the executor's thread, once, above the planners' planning threads
         if not self.start_gate.passes(self.params.configs["task"].start_subscribers):
             return
         self._step(self._held_action(now), now)
@@ -174,7 +174,7 @@ class SimNode(ManagedNode):
         """Lock-step: send the first state once the others listen; step when the answer to the latest
         state has come; send a state again that no action has answered for LOCKSTEP_REPUBLISH_S."""
         now = time.monotonic()
-        self.realtime.enter()
+        self.realtime.enter(PERIODIC_ABOVE)
         if self._last_state is None:
             if self.start_gate.passes(self.params.configs["task"].start_subscribers):
                 self._publish_state(self._state_message(self._first_obs, self._stamp()), now)
