@@ -44,7 +44,8 @@ class _Stopped(Exception):
 
 class _StoppablePlanner:
     """A planner that checks ``should_stop`` before each plan, so a stop ends an evaluation within one
-    plan (milliseconds), not one episode (5 s alone, 20 s beside two planners on two cores)."""
+    plan (milliseconds), not one episode (5 s alone; about 10 s beside two planners on two cores, as long as
+    `up`'s grace for a stop)."""
 
     def __init__(self, planner, should_stop: Callable[[], bool]):
         self._planner, self._should_stop = planner, should_stop
