@@ -322,7 +322,7 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
     trainer signs with and the planner trusts ``key_overrides(params, keys_dir)``. ``robots`` > 1: a
     fleet, each robot's nodes in its own namespace (``robot_names``), all on the one trainer.
 
-    Returns the merged summary and whether the run was clean (every node exited 0 when stopped).
+    Returns the merged summary and whether the run was clean (``stopped_cleanly``).
     ``settings`` (``section.field:=value``: the user's) go to every node, before ``up``'s own overrides.
     """
     fleet = robot_names(robots)
@@ -361,5 +361,11 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
             if quota is not None:
                 quota.close()
         summary = merged_summary(task.name, reason, time.monotonic() - start, processes, summary_dir)
-    clean = all(code == 0 for code in summary["exit_codes"].values()) and not node_exited
-    return summary, clean
+    return summary, stopped_cleanly(summary["exit_codes"], signum, node_exited)
+
+
+def stopped_cleanly(exit_codes: dict[str, int], signum: int, node_exited: bool) -> bool:
+    """Whether a run stopped as asked: no node exited on its own, and each exited 0 or by ``signum``
+    itself. A node dies by the stop signal only while it is still starting (``run_node`` catches
+    it from then on, and one that hangs ends by SIGKILL): stopped during bring-up, it never ran."""
+    return not node_exited and all(code in (0, -signum) for code in exit_codes.values())

@@ -6,9 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from ros_helpers import Probe, domain_id, params_file, ros_environment
+from ros_helpers import Probe, domain_id, params_file, ros_environment, wait_until
 
 from loop_ros.core.tasks import make_task
 from loop_ros.nodes import task_nodes
@@ -55,7 +56,10 @@ def test_a_node_dying_stops_the_others_and_fails_the_run(tmp_path):
 
 
 def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namespace(tmp_path):
+    from lifecycle_msgs.msg import State
     from nav_msgs.msg import Odometry
+
+    from loop_ros.nodes.lifecycle_manager import LifecycleClient
 
     domain = domain_id(5)
     params = params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none"), "foxglove.port": 0})
@@ -66,17 +70,36 @@ def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namesp
         states = probe.collect(Odometry, "/car7/state")
         probe.wait_for(lambda: diagnostics and int(diagnostics[-1]["ticks"]) > 0 and states, 30.0,
                        "the planner /car7/planner to tick on /car7/state")
+        # The view is brought up last: once it is active, the planner's next two reports reach it too.
+        bridge = LifecycleClient(probe.node, probe.executor, "/car7/foxglove_bridge")
+        probe.wait_for(lambda: bridge.state(1.0) == State.PRIMARY_STATE_ACTIVE, 60.0, "the view to be active")
+        reports = len(diagnostics)
+        probe.wait_for(lambda: len(diagnostics) >= reports + 2, 10.0, "two more reports of the planner")
     finally:
         probe.close()
         process.send_signal(signal.SIGTERM)  # also after a failed assertion: no run is left behind
         code = finish(process, 30.0)
-    assert code == 0
+    assert code == 0, (tmp_path / "up.log").read_text()[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_because"] == "received SIGTERM"
     assert summary["exit_codes"] == {"sim": 0, "planner": 0, "foxglove_bridge": 0}
     assert summary["ticks"] > 0 and summary["nodes"]["sim"]["steps"] > 0
     shown = summary["nodes"]["foxglove_bridge"]["sent"]  # the view follows the namespaced car and planner
     assert shown.get("/state", 0) > 0 and shown.get("/diagnostics/car7/planner/planning", 0) > 0, shown
+
+
+def test_sigterm_while_the_nodes_start_stops_them_cleanly(tmp_path):
+    """Nodes still importing die by the signal itself, before they can catch it: the stop asked for."""
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(5))
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    wait_until(lambda: process.poll() is not None or children.read_text().split(), 30.0, "up to start its nodes",
+               lambda: time.sleep(0.01))
+    process.send_signal(signal.SIGTERM)
+    assert finish(process, 40.0) == 0, (tmp_path / "up.log").read_text()[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_because"] == "received SIGTERM while the nodes were being brought up"
+    assert set(summary["exit_codes"]) == {"sim", "planner"}
+    assert set(summary["exit_codes"].values()) <= {0, -signal.SIGTERM}, summary["exit_codes"]
 
 
 def test_without_autostart_the_nodes_wait_unconfigured_for_a_lifecycle_manager(tmp_path):
