@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from collections import defaultdict
 from functools import lru_cache
 
 import numpy as np
@@ -227,3 +228,34 @@ class FoxgloveClient:
         if channel["encoding"] == "json":
             return json.loads(payload)
         return protobuf_class(channel["schemaName"], base64.b64decode(channel["schema"])).FromString(payload)
+
+
+def recorded_messages(path) -> dict[str, list[bytes]]:
+    """Each topic's messages in an MCAP file, read record by record as the MCAP spec lays them out
+    (chunks decompressed with rosbags' decompressors); the file must be finished (closed)."""
+    from rosbags.rosbag2.storage_mcap import decompress
+
+    magic, data = b"\x89MCAP0\r\n", path.read_bytes()
+    assert data[:8] == magic and data[-8:] == magic, "an unfinished MCAP file"
+    topics, messages = {}, defaultdict(list)
+
+    def read(records: bytes) -> None:
+        offset = 0
+        while offset < len(records):
+            op, (length,) = records[offset], struct.unpack_from("<Q", records, offset + 1)
+            body, offset = records[offset + 9:offset + 9 + length], offset + 9 + length
+            if op == 0x04:  # channel: id, schema id, topic, ...
+                channel, _, size = struct.unpack_from("<HHI", body)
+                topics[channel] = body[8:8 + size].decode()
+            elif op == 0x05:  # message: channel, sequence, log time, publish time, data
+                messages[topics[struct.unpack_from("<H", body)[0]]].append(body[22:])
+            elif op == 0x06:  # chunk: times, uncompressed size and CRC, compression, records
+                _, _, size, crc, name_size = struct.unpack_from("<QQQII", body)
+                compression = body[32:32 + name_size].decode()
+                (records_size,) = struct.unpack_from("<Q", body, 32 + name_size)
+                start = 40 + name_size
+                read(decompress(body[start:start + records_size], compression, size, crc))
+
+    read(data[8:-8])
+    return dict(messages)
+

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from foxglove_client import (FoxgloveClient, circle_of, decode_foxglove, entities, free_port, keep_in_radius,
-                             layout_paths, schema_fields, xy)
+                             layout_paths, recorded_messages, schema_fields, xy)
 from ros_helpers import REPO, NodeProcess, Probe, domain_id, params_file
 
 from loop_ros.core.config import SafetyConfig
@@ -429,3 +429,48 @@ def test_the_bridge_serves_only_while_active_and_configures_again_after_a_cleanu
     assert code == 0, bridge.log()[-2000:]
     summary = json.loads((tmp_path / "bridge.json").read_text())
     assert summary["port"] == port and summary["sent"]["/scene"] > 0 and summary["callback_errors"] == {}
+
+
+def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path):
+    """foxglove.record: what the bridge serves also goes to the file (every channel, the same messages),
+    which is finished when the node stops; a second bridge on the same file refuses to start."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+
+    from loop_ros.nodes.messages import diagnostics, odometry_from_pose
+
+    record, domain = tmp_path / "views" / "run.mcap", domain_id(24)  # its folder is created
+    params = params_file(tmp_path / "params.yaml", **{"foxglove.port": 0, "foxglove.record": str(record)})
+    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path, summary=tmp_path / "bridge.json")
+    probe = Probe(domain)
+    try:
+        state_pub = probe.node.create_publisher(Odometry, "state", 10)
+        diagnostics_pub = probe.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        probe.wait_for(lambda: state_pub.get_subscription_count() and diagnostics_pub.get_subscription_count(), 30.0,
+                       "the bridge's subscriptions")
+        for _ in range(20):
+            stamp = probe.node.get_clock().now().to_msg()
+            state_pub.publish(odometry_from_pose(POSE, stamp))
+            diagnostics_pub.publish(diagnostics(stamp, "/planner: planning", "loop_ros", b"\x00", "planning",
+                                                {"n_feasible": 3}))
+            probe.spin_for(0.1)
+    finally:
+        probe.close()
+        code = bridge.stop()
+    assert code == 0, bridge.log()[-2000:]
+    summary = json.loads((tmp_path / "bridge.json").read_text())
+    recorded = recorded_messages(record)
+    assert summary["recorded_to"] == str(record)
+    assert summary["sent"]["/state"] > 0 and summary["sent"]["/diagnostics/planner/planning"] > 0
+    assert {topic: len(messages) for topic, messages in recorded.items()} == summary["sent"]
+    assert json.loads(recorded["/state"][-1])["x"] == pytest.approx(POSE[0])
+    assert json.loads(recorded["/diagnostics/planner/planning"][-1])["n_feasible"] == 3
+
+    before = record.read_bytes()
+    again = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path)
+    try:
+        assert again.process.wait(timeout=30) == 2
+    finally:
+        again.stop()
+    assert f"foxglove.record: cannot record to {record}" in again.log() and "File exists" in again.log()
+    assert record.read_bytes() == before

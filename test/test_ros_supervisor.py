@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from foxglove_client import recorded_messages
 from ros_helpers import Probe, domain_id, params_file, ros_environment, wait_until
 
 from loop_ros.core.tasks import make_task
@@ -63,7 +64,8 @@ def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namesp
 
     domain = domain_id(5)
     params = params_file(tmp_path / "params.yaml", **{"task.bundle": str(tmp_path / "none"), "foxglove.port": 0})
-    process = start_up(tmp_path, params, domain, "--namespace", "car7", "--log-level", "warn", "--foxglove")
+    view = tmp_path / "view.mcap"  # --record: the view started too, recording
+    process = start_up(tmp_path, params, domain, "--namespace", "car7", "--log-level", "warn", "--record", str(view))
     probe = Probe(domain)
     try:
         diagnostics = probe.diagnostics("/car7/planner")
@@ -86,11 +88,21 @@ def test_sigterm_is_forwarded_and_the_nodes_and_view_stop_cleanly_under_a_namesp
     assert summary["ticks"] > 0 and summary["nodes"]["sim"]["steps"] > 0
     shown = summary["nodes"]["foxglove_bridge"]["sent"]  # the view follows the namespaced car and planner
     assert shown.get("/state", 0) > 0 and shown.get("/diagnostics/car7/planner/planning", 0) > 0, shown
+    assert {topic: len(messages) for topic, messages in recorded_messages(view).items()} == shown  # finished file
+
+
+def test_up_refuses_to_record_over_a_file(tmp_path):
+    existing = tmp_path / "view.mcap"
+    existing.write_bytes(b"an earlier recording")
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(4), "--record", str(existing))
+    assert finish(process, 30.0) == 2
+    assert f"--record: {existing} exists" in (tmp_path / "up.log").read_text()
+    assert existing.read_bytes() == b"an earlier recording" and not (tmp_path / "summary.json").exists()
 
 
 def test_sigterm_while_the_nodes_start_stops_them_cleanly(tmp_path):
     """Nodes still importing die by the signal itself, before they can catch it: the stop asked for."""
-    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(5))
+    process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(8))
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     wait_until(lambda: process.poll() is not None or children.read_text().split(), 30.0, "up to start its nodes",
                lambda: time.sleep(0.01))

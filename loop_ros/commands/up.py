@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "all recorded by the one trainer, which publishes each model to every planner")
     parser.add_argument("--foxglove", action="store_true",
                         help="also start the Foxglove bridge: open Foxglove on ws://127.0.0.1:8765 (foxglove.port)")
+    parser.add_argument("--record", type=Path, metavar="FILE",
+                        help="also record the Foxglove view into this MCAP file, to open in Foxglove later (implies "
+                             "--foxglove; foxglove.record); an existing file is not overwritten")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one setting of every node that has it, e.g. --set task.realtime_priority=50 "
                              "(repeatable; checked before anything starts; up's own settings, such as --fresh's, "
@@ -94,8 +97,12 @@ def run(args: argparse.Namespace) -> int:
     from loop_ros.core.config import ConfigError
     from loop_ros.core.signing import SigningError
 
+    if args.record is not None and args.record.exists():
+        print(f"loop-ros up: --record: {args.record} exists (a recording is not overwritten)", file=sys.stderr)
+        return 2
+    record = ["foxglove.record=" + json.dumps(str(args.record.resolve()))] if args.record is not None else []
     try:
-        settings = checked_settings(task, args.params, args.set)
+        settings = checked_settings(task, args.params, args.set + record)
     except ConfigError as error:
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{task_file_name(task.name)}-")) if args.fresh else None
     try:
         summary, clean = bring_up(task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
-                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove,
+                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove or args.record is not None,
                                   explore=args.fresh if args.explore is None else args.explore,
                                   # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
                                   keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),

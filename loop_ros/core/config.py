@@ -460,6 +460,8 @@ class FoxgloveConfig:
     """Rate of the 3D scene updates: the car, the planned path, the keep-in circle and obstacles."""
     planner_node: str = "planner"
     """Name of the planner whose parameters the bridge serves (Foxglove's Parameters panel) and whose accepted `safety.*` edits the scene follows; relative to the bridge's namespace, or fully qualified (/...). Fixed at start."""
+    record: str = ""
+    """MCAP file to record the view into as it is served (every channel, while active; "": none). It is never overwritten: a bridge whose file exists does not start. The recording spans the node's life, through a cleanup and configure. Fixed at start."""
 
     def __post_init__(self) -> None:
         _check_finite(self)

@@ -16,6 +16,9 @@ foxglove.sdk.v1), deactivate stops it. It serves:
   values, edits forwarded to the planner, which validates them; their descriptions and ranges on
   ``<foxglove.planner_node>/parameter_descriptions`` (JSON), which Foxglove's Parameter cannot carry.
 
+With ``foxglove.record`` (``loop-ros up --record FILE``) every message served also goes to that MCAP
+file, for review in Foxglove later; an existing file is never overwritten (configure fails).
+
 A state, path or action that is not finite is counted, logged and not shown; nothing else changes.
 ``config/foxglove_layout.json`` is a Foxglove layout of these channels.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import pathlib
 from collections import Counter
 
 import foxglove
@@ -55,7 +59,8 @@ from loop_ros.nodes.messages import BODY_FRAME, ODOM_FRAME, checked_array, obser
 from loop_ros.nodes.params import ParameterBinding, edited_configs
 
 SECTIONS = ("task", "safety", "foxglove")
-FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz", "foxglove.planner_node")
+FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz", "foxglove.planner_node",
+         "foxglove.record")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
 """The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
@@ -82,10 +87,13 @@ class FoxgloveBridgeNode(ManagedNode):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         self.server: foxglove.websocket.WebSocketServer | None = None  # while active
         self.port: int | None = None
+        self.recording: foxglove.mcap.MCAPWriter | None = None  # foxglove.record, from the first configure on
+        self.recorded_to: str | None = None
 
     # ------------------------------------------------------------ lifecycle
     def configure_node(self) -> None:
         configs = self.params.configs
+        self._start_recording(configs["foxglove"].record)
         self.task = make_task(configs["task"].name)
         self.safety = configs["safety"]
         # a relative name resolves in the bridge's namespace, as a topic would
@@ -113,6 +121,26 @@ class FoxgloveBridgeNode(ManagedNode):
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_timer(1.0 / configs["foxglove"].scene_rate_hz, self._publish_scene)
         self.create_timer(DESCRIPTIONS_PERIOD_S, self._publish_descriptions)
+
+    def _start_recording(self, record: str) -> None:
+        """Every channel logged from now on also goes to the MCAP file ``record`` (the SDK's sink), until
+        the node is destroyed: a cleanup and configure go on in the same file."""
+        if not record or self.recording is not None:
+            return
+        path = pathlib.Path(record).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.recording = foxglove.open_mcap(path)  # refuses an existing file: a recording is never overwritten
+        except OSError as error:
+            raise ConfigError(f"foxglove.record: cannot record to {path}: {error}") from error
+        self.recorded_to = str(path)
+        self.get_logger().info(f"recording the view to {path}")
+
+    def destroy_node(self) -> None:
+        if self.recording is not None:  # closed last: it writes the file's index and footer
+            self.recording.close()
+            self.recording = None
+        super().destroy_node()
 
     def _make_channels(self, pose_states: bool) -> None:
         """The channels, advertised to clients from activation on (diagnostics ones as statuses arrive)."""
@@ -271,9 +299,10 @@ class FoxgloveBridgeNode(ManagedNode):
         self.get_logger().warning(f"{reason}: not shown", throttle_duration_sec=2.0)
 
     def summary(self) -> dict:
-        """The server's port, messages sent per channel, inputs not shown, parameter requests of
-        the clients, and the geometry shown."""
-        return {"port": self.port, "sent": dict(sorted(self.sent.items())), "invalid": dict(self.invalid),
+        """The server's port, messages sent per channel (and recorded, to ``recorded_to``), inputs not
+        shown, parameter requests of the clients, and the geometry shown."""
+        return {"port": self.port, "sent": dict(sorted(self.sent.items())), "recorded_to": self.recorded_to,
+                "invalid": dict(self.invalid),
                 "callback_errors": dict(self.callback_errors),
                 "parameter_requests": dict(self.parameters.requests),
                 "safety_updates": self.safety_updates,
