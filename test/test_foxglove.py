@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from foxglove_client import (FoxgloveClient, circle_of, decode_foxglove, entities, free_port, keep_in_radius,
                              layout_paths, recorded_messages, schema_fields, xy)
-from ros_helpers import REPO, NodeProcess, Probe, domain_id, params_file
+from ros_helpers import REPO, ROS_ENV, NodeProcess, Probe, domain_id, params_file
 
 from loop_ros.core.config import SafetyConfig
 from loop_ros.nodes.foxglove_scene import numeric_values, scene_update
@@ -474,3 +474,75 @@ def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path
         again.stop()
     assert f"foxglove.record: cannot record to {record}" in again.log() and "File exists" in again.log()
     assert record.read_bytes() == before
+
+
+def test_a_recording_ends_before_its_disk_is_full_and_the_view_goes_on(tmp_path):
+    """A disk with less than RECORD_MIN_FREE_BYTES free: the bridge ends its recording (a finished
+    file, the reason in its log and summary) and goes on serving; it exits 0."""
+    import subprocess
+
+    from nav_msgs.msg import Odometry
+
+    from loop_ros.nodes.foxglove_bridge import RECORD_CHECK_S
+    from loop_ros.nodes.messages import odometry_from_pose
+
+    disk = tmp_path / "small_disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    domain = domain_id(25)
+    try:
+        params = params_file(tmp_path / "params.yaml", **{"foxglove.port": 0, "foxglove.record": str(disk / "v.mcap")})
+        bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path,
+                             summary=tmp_path / "bridge.json")
+        probe = Probe(domain)
+        try:
+            state_pub = probe.node.create_publisher(Odometry, "state", 10)
+            probe.wait_for(lambda: state_pub.get_subscription_count() > 0, 30.0, "the bridge's subscription")
+            probe.wait_for(lambda: "ended: " in bridge.log(), 10 * RECORD_CHECK_S + 20.0, "the recording to end")
+            for _ in range(10):  # still served after the recording ended
+                state_pub.publish(odometry_from_pose(POSE, probe.node.get_clock().now().to_msg()))
+                probe.spin_for(0.1)
+        finally:
+            probe.close()
+            code = bridge.stop()
+        assert code == 0, bridge.log()[-2000:]
+        summary = json.loads((tmp_path / "bridge.json").read_text())
+        assert "MB left on its disk" in summary["record_stopped"] and summary["sent"]["/state"] > 0
+        recorded_messages(disk / "v.mcap")  # finished: it was closed while there was room
+        assert bridge.log().count("ended: ") == 1
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_failed_write_ends_the_recording_without_raising(monkeypatch):
+    """The SDK's writer fails (flush and close raise, as on a full disk): the recording ends with the
+    reason, once, and nothing raises out of the timer's callback."""
+    import rclpy
+
+    from loop_ros.nodes.foxglove_bridge import FoxgloveBridgeNode
+
+    class FailedWriter:
+        closed = 0
+
+        def flush(self):
+            raise RuntimeError("FoxgloveError: MCAP error: No space left on device")
+
+        def close(self):
+            self.closed += 1
+            raise RuntimeError("FoxgloveError: MCAP error: attempted another write after a write method failed")
+
+    for key, value in ROS_ENV.items():  # read when the context's DDS participant is created
+        monkeypatch.setenv(key, value)
+    rclpy.init(args=[], domain_id=domain_id(26))
+    try:
+        node = FoxgloveBridgeNode()  # never configured: the check alone
+        writer = FailedWriter()
+        node.recording, node.recorded_to = writer, "/tmp/view.mcap"
+        node._check_recording()
+        node._check_recording()
+        assert node.recording is None and writer.closed == 1
+        assert node.record_stopped.startswith("FoxgloveError: MCAP error: No space left on device; FoxgloveError")
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import pathlib
+import shutil
 from collections import Counter
 
 import foxglove
@@ -63,6 +64,10 @@ FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz"
          "foxglove.record")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
+RECORD_CHECK_S = 1.0
+"""The recording is flushed this often (a killed bridge loses at most this much of it), and checked."""
+RECORD_MIN_FREE_BYTES = 64 * 2**20
+"""Below this much free space on its disk the recording ends, before a full disk fails its writes."""
 """The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 MAX_PATH_POSES = 1000
 """Longest planned path shown (the planner's has horizon + 1 poses)."""
@@ -89,6 +94,7 @@ class FoxgloveBridgeNode(ManagedNode):
         self.port: int | None = None
         self.recording: foxglove.mcap.MCAPWriter | None = None  # foxglove.record, from the first configure on
         self.recorded_to: str | None = None
+        self.record_stopped: str | None = None  # why a recording ended early
 
     # ------------------------------------------------------------ lifecycle
     def configure_node(self) -> None:
@@ -120,6 +126,8 @@ class FoxgloveBridgeNode(ManagedNode):
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_timer(1.0 / configs["foxglove"].scene_rate_hz, self._publish_scene)
+        if self.recording is not None:
+            self.create_timer(RECORD_CHECK_S, self._check_recording)
         self.create_timer(DESCRIPTIONS_PERIOD_S, self._publish_descriptions)
 
     def _start_recording(self, record: str) -> None:
@@ -130,16 +138,41 @@ class FoxgloveBridgeNode(ManagedNode):
         path = pathlib.Path(record).expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.recording = foxglove.open_mcap(path)  # refuses an existing file: a recording is never overwritten
+            # refuses an existing file: a recording is never overwritten; compressed in the logging thread
+            self.recording = foxglove.open_mcap(path, writer_options=foxglove.mcap.MCAPWriteOptions(
+                compression_threads=0))
         except OSError as error:
             raise ConfigError(f"foxglove.record: cannot record to {path}: {error}") from error
         self.recorded_to = str(path)
         self.get_logger().info(f"recording the view to {path}")
 
+    def _check_recording(self) -> None:
+        """Flush the recording; end it when its disk is nearly full or a write failed (the SDK then
+        prints an error for every message), so the view goes on without it."""
+        if self.recording is None:
+            return
+        try:
+            free = shutil.disk_usage(pathlib.Path(self.recorded_to).parent).free
+            if free < RECORD_MIN_FREE_BYTES:
+                raise OSError(f"{free / 2**20:.1f} MB left on its disk (at least {RECORD_MIN_FREE_BYTES >> 20} MB kept)")
+            self.recording.flush()
+        except (OSError, RuntimeError) as error:
+            self._stop_recording(f"{error}")
+
+    def _stop_recording(self, reason: str | None) -> None:
+        """Close the recording (it writes the file's index and footer); ``reason``: it ends early."""
+        recording, self.recording = self.recording, None
+        try:
+            recording.close()
+        except RuntimeError as error:  # a failed write: the file is readable up to its last whole chunk
+            reason = f"{reason or 'closing it'}; {error}"
+        if reason is not None:
+            self.record_stopped = reason
+            self.get_logger().error(f"recording to {self.recorded_to} ended: {reason}; the view goes on")
+
     def destroy_node(self) -> None:
-        if self.recording is not None:  # closed last: it writes the file's index and footer
-            self.recording.close()
-            self.recording = None
+        if self.recording is not None:
+            self._stop_recording(None)
         super().destroy_node()
 
     def _make_channels(self, pose_states: bool) -> None:
@@ -299,10 +332,11 @@ class FoxgloveBridgeNode(ManagedNode):
         self.get_logger().warning(f"{reason}: not shown", throttle_duration_sec=2.0)
 
     def summary(self) -> dict:
-        """The server's port, messages sent per channel (and recorded, to ``recorded_to``), inputs not
-        shown, parameter requests of the clients, and the geometry shown."""
+        """The server's port, messages sent per channel (and recorded, to ``recorded_to``, unless
+        ``record_stopped`` says why not from then on), inputs not shown, parameter requests of the
+        clients, and the geometry shown."""
         return {"port": self.port, "sent": dict(sorted(self.sent.items())), "recorded_to": self.recorded_to,
-                "invalid": dict(self.invalid),
+                "record_stopped": self.record_stopped, "invalid": dict(self.invalid),
                 "callback_errors": dict(self.callback_errors),
                 "parameter_requests": dict(self.parameters.requests),
                 "safety_updates": self.safety_updates,
