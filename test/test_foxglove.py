@@ -3,6 +3,7 @@ it over a real WebSocket from real ROS topics (every channel with a schema), thr
 and the planner's parameters listed and edited from a Foxglove client, the planner deciding."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -431,6 +432,19 @@ def test_the_bridge_serves_only_while_active_and_configures_again_after_a_cleanu
     assert summary["port"] == port and summary["sent"]["/scene"] > 0 and summary["callback_errors"] == {}
 
 
+@contextlib.contextmanager
+def recording_bridge(tmp_path, record, domain: int):
+    """A bridge recording to ``record`` and a probe on its domain; both stopped on leaving."""
+    params = params_file(tmp_path / "params.yaml", **{"foxglove.port": 0, "foxglove.record": str(record)})
+    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path, summary=tmp_path / "bridge.json")
+    probe = Probe(domain)
+    try:
+        yield bridge, probe, params
+    finally:
+        probe.close()
+        bridge.stop()
+
+
 def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path):
     """foxglove.record: what the bridge serves also goes to the file (every channel, the same messages),
     which is finished when the node stops; a second bridge on the same file refuses to start."""
@@ -440,10 +454,7 @@ def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path
     from loop_ros.nodes.messages import diagnostics, odometry_from_pose
 
     record, domain = tmp_path / "views" / "run.mcap", domain_id(24)  # its folder is created
-    params = params_file(tmp_path / "params.yaml", **{"foxglove.port": 0, "foxglove.record": str(record)})
-    bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path, summary=tmp_path / "bridge.json")
-    probe = Probe(domain)
-    try:
+    with recording_bridge(tmp_path, record, domain) as (bridge, probe, params):
         state_pub = probe.node.create_publisher(Odometry, "state", 10)
         diagnostics_pub = probe.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         probe.wait_for(lambda: state_pub.get_subscription_count() and diagnostics_pub.get_subscription_count(), 30.0,
@@ -454,10 +465,7 @@ def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path
             diagnostics_pub.publish(diagnostics(stamp, "/planner: planning", "loop_ros", b"\x00", "planning",
                                                 {"n_feasible": 3}))
             probe.spin_for(0.1)
-    finally:
-        probe.close()
-        code = bridge.stop()
-    assert code == 0, bridge.log()[-2000:]
+    assert bridge.process.returncode == 0, bridge.log()[-2000:]
     summary = json.loads((tmp_path / "bridge.json").read_text())
     recorded = recorded_messages(record)
     assert summary["recorded_to"] == str(record)
@@ -490,23 +498,15 @@ def test_a_recording_ends_before_its_disk_is_full_and_the_view_goes_on(tmp_path)
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
-    domain = domain_id(25)
     try:
-        params = params_file(tmp_path / "params.yaml", **{"foxglove.port": 0, "foxglove.record": str(disk / "v.mcap")})
-        bridge = NodeProcess("foxglove_bridge", "foxglove_bridge", params, domain, tmp_path,
-                             summary=tmp_path / "bridge.json")
-        probe = Probe(domain)
-        try:
+        with recording_bridge(tmp_path, disk / "v.mcap", domain_id(25)) as (bridge, probe, _):
             state_pub = probe.node.create_publisher(Odometry, "state", 10)
             probe.wait_for(lambda: state_pub.get_subscription_count() > 0, 30.0, "the bridge's subscription")
             probe.wait_for(lambda: "ended: " in bridge.log(), 10 * RECORD_CHECK_S + 20.0, "the recording to end")
             for _ in range(10):  # still served after the recording ended
                 state_pub.publish(odometry_from_pose(POSE, probe.node.get_clock().now().to_msg()))
                 probe.spin_for(0.1)
-        finally:
-            probe.close()
-            code = bridge.stop()
-        assert code == 0, bridge.log()[-2000:]
+        assert bridge.process.returncode == 0, bridge.log()[-2000:]
         summary = json.loads((tmp_path / "bridge.json").read_text())
         assert "MB left on its disk" in summary["record_stopped"] and summary["sent"]["/state"] > 0
         recorded_messages(disk / "v.mcap")  # finished: it was closed while there was room
