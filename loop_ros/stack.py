@@ -224,27 +224,35 @@ def supervise(processes: dict[str, subprocess.Popen], duration: float | None,
         time.sleep(POLL_S)
 
 
-def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: float = STOP_GRACE_S) -> None:
+def stop_nodes(processes: dict[str, subprocess.Popen], signum: int, grace_s: float = STOP_GRACE_S) -> set[str]:
     """Stop the robots' nodes together, then the trainer: ``signum``, then SIGTERM and SIGKILL after
     grace periods. Together: a sim that outlives its planner drives a car without a controller
     (braking straight ahead, out of the keep-in circle at speed, counted as violations), and a planner
-    that outlives its sim counts stale states. The trainer last, so it records the robots' last steps."""
-    robots = [process for name, process in processes.items() if name != TRAINER]
-    for group in (robots, [processes[TRAINER]] if TRAINER in processes else []):
-        _stop_together(group, signum, grace_s)
+    that outlives its sim counts stale states. The trainer last, so it records the robots' last steps.
+    Returns the names of the nodes that outlived ``signum``'s grace period (sent SIGTERM or SIGKILL)."""
+    robots = [name for name in processes if name != TRAINER]
+    outlived: set[str] = set()
+    for group in (robots, [TRAINER] if TRAINER in processes else []):
+        outlived |= _stop_together({name: processes[name] for name in group}, signum, grace_s)
+    return outlived
 
 
-def _stop_together(group: list[subprocess.Popen], signum: int, grace_s: float) -> None:
-    for follow_up, wait_s in ((signum, grace_s), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, grace_s / 2)):
-        running = [process for process in group if process.poll() is None]
-        for process in running:
+def _stop_together(group: dict[str, subprocess.Popen], signum: int, grace_s: float) -> set[str]:
+    outlived: set[str] = set()
+    steps = ((signum, grace_s), (signal.SIGTERM, grace_s / 2), (signal.SIGKILL, grace_s / 2))
+    for step, (follow_up, wait_s) in enumerate(steps):
+        running = {name: process for name, process in group.items() if process.poll() is None}
+        if step > 0:
+            outlived |= set(running)
+        for process in running.values():
             process.send_signal(follow_up)
         deadline = time.monotonic() + wait_s
-        for process in running:
+        for process in running.values():
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 pass
+    return outlived
 
 
 def merged_summary(task_name: str, reason: str, elapsed_s: float, processes: dict[str, subprocess.Popen],
@@ -356,16 +364,17 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
                     reason, signum, node_exited = supervise(processes, duration, received)
                 else:  # a signal during bring-up is a stop asked for, anything else a failed run
                     reason, signum, node_exited = failure, received[0] if received else signal.SIGINT, not received
-                stop_nodes(processes, signum)
+                outlived = stop_nodes(processes, signum)
         finally:
             if quota is not None:
                 quota.close()
         summary = merged_summary(task.name, reason, time.monotonic() - start, processes, summary_dir)
-    return summary, stopped_cleanly(summary["exit_codes"], signum, node_exited)
+    summary["outlived_stop_signal"] = sorted(outlived)
+    return summary, stopped_cleanly(summary["exit_codes"], signum, node_exited, outlived)
 
 
-def stopped_cleanly(exit_codes: dict[str, int], signum: int, node_exited: bool) -> bool:
-    """Whether a run stopped as asked: no node exited on its own, and each exited 0 or by ``signum``
-    itself. A node dies by the stop signal only while it is still starting (``run_node`` catches
-    it from then on, and one that hangs ends by SIGKILL): stopped during bring-up, it never ran."""
-    return not node_exited and all(code in (0, -signum) for code in exit_codes.values())
+def stopped_cleanly(exit_codes: dict[str, int], signum: int, node_exited: bool, outlived: set[str]) -> bool:
+    """Whether a run stopped as asked: no node exited on its own or outlived the stop's grace period
+    (``stop_nodes``), and each exited 0 or by ``signum`` itself. A node dies by the stop signal only
+    while it is still starting, before ``run_node`` catches it: stopped during bring-up, it never ran."""
+    return not node_exited and not outlived and all(code in (0, -signum) for code in exit_codes.values())

@@ -486,12 +486,15 @@ def test_the_view_is_recorded_to_an_mcap_file_that_is_never_overwritten(tmp_path
 
 def test_a_recording_ends_before_its_disk_is_full_and_the_view_goes_on(tmp_path):
     """A disk with less than RECORD_MIN_FREE_BYTES free: the bridge ends its recording (a finished
-    file, the reason in its log and summary) and goes on serving; it exits 0."""
+    file, the reason in its log and summary) and goes on serving, also after a cleanup and configure
+    (the recording stays ended); it exits 0."""
     import subprocess
 
+    from lifecycle_msgs.msg import State, Transition
     from nav_msgs.msg import Odometry
 
     from loop_ros.nodes.foxglove_bridge import RECORD_CHECK_S
+    from loop_ros.nodes.lifecycle_manager import LifecycleClient
     from loop_ros.nodes.messages import odometry_from_pose
 
     disk = tmp_path / "small_disk"
@@ -503,7 +506,14 @@ def test_a_recording_ends_before_its_disk_is_full_and_the_view_goes_on(tmp_path)
             state_pub = probe.node.create_publisher(Odometry, "state", 10)
             probe.wait_for(lambda: state_pub.get_subscription_count() > 0, 30.0, "the bridge's subscription")
             probe.wait_for(lambda: "ended: " in bridge.log(), 10 * RECORD_CHECK_S + 20.0, "the recording to end")
-            for _ in range(10):  # still served after the recording ended
+            lifecycle = LifecycleClient(probe.node, probe.executor, "/foxglove_bridge")
+            for transition, state in ((Transition.TRANSITION_DEACTIVATE, State.PRIMARY_STATE_INACTIVE),
+                                      (Transition.TRANSITION_CLEANUP, State.PRIMARY_STATE_UNCONFIGURED),
+                                      (Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_INACTIVE),
+                                      (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_ACTIVE)):
+                assert lifecycle.transition(transition, 30.0) and lifecycle.state() == state, bridge.log()[-2000:]
+            probe.wait_for(lambda: state_pub.get_subscription_count() > 0, 30.0, "the bridge's subscription again")
+            for _ in range(10):  # served again, without the recording
                 state_pub.publish(odometry_from_pose(POSE, probe.node.get_clock().now().to_msg()))
                 probe.spin_for(0.1)
         assert bridge.process.returncode == 0, bridge.log()[-2000:]
@@ -512,12 +522,13 @@ def test_a_recording_ends_before_its_disk_is_full_and_the_view_goes_on(tmp_path)
         recorded_messages(disk / "v.mcap")  # finished: it was closed while there was room
         assert bridge.log().count("ended: ") == 1
     finally:
-        subprocess.run(["umount", str(disk)], check=True)
+        subprocess.run(["umount", "--lazy", str(disk)])  # --lazy: detached even if something still holds it
 
 
 def test_a_failed_write_ends_the_recording_without_raising(monkeypatch):
     """The SDK's writer fails (flush and close raise, as on a full disk): the recording ends with the
-    reason, once, and nothing raises out of the timer's callback."""
+    reason, once, and nothing raises out of the timer's callback; a close that fails at shutdown is
+    reported before the summary is taken."""
     import rclpy
 
     from loop_ros.nodes.foxglove_bridge import FoxgloveBridgeNode
@@ -543,6 +554,10 @@ def test_a_failed_write_ends_the_recording_without_raising(monkeypatch):
         node._check_recording()
         assert node.recording is None and writer.closed == 1
         assert node.record_stopped.startswith("FoxgloveError: MCAP error: No space left on device; FoxgloveError")
+
+        node.recording, node.record_stopped = FailedWriter(), None  # a write failed after the last check
+        node.trigger_shutdown()
+        assert node.recording is None and node.record_stopped.startswith("closing it; FoxgloveError")
         node.destroy_node()
     finally:
         rclpy.try_shutdown()

@@ -100,11 +100,21 @@ def test_up_refuses_to_record_over_a_file(tmp_path):
     assert existing.read_bytes() == b"an earlier recording" and not (tmp_path / "summary.json").exists()
 
 
+def has_children(pid: int) -> bool:
+    """Whether a process has a child, from /proc/<pid>/stat's parent field (the child may exit meanwhile)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 def test_sigterm_while_the_nodes_start_stops_them_cleanly(tmp_path):
     """Nodes still importing die by the signal itself, before they can catch it: the stop asked for."""
     process = start_up(tmp_path, params_file(tmp_path / "params.yaml"), domain_id(8))
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-    wait_until(lambda: process.poll() is not None or children.read_text().split(), 30.0, "up to start its nodes",
+    wait_until(lambda: process.poll() is not None or has_children(process.pid), 30.0, "up to start its nodes",
                lambda: time.sleep(0.01))
     process.send_signal(signal.SIGTERM)
     assert finish(process, 40.0) == 0, (tmp_path / "up.log").read_text()[-4000:]
@@ -189,6 +199,41 @@ while True:
 """
 
 
+def test_a_stop_is_clean_when_every_node_ended_by_it_in_time():
+    from loop_ros.stack import stopped_cleanly
+
+    both = ("sim", "planner")
+    assert stopped_cleanly(dict.fromkeys(both, 0), signal.SIGINT, False, set())
+    assert stopped_cleanly({"sim": 0, "planner": -signal.SIGINT}, signal.SIGINT, False, set())  # still starting
+    assert not stopped_cleanly({"sim": 0, "planner": -signal.SIGTERM}, signal.SIGINT, False, set())
+    assert not stopped_cleanly({"sim": 1, "planner": 0}, signal.SIGINT, False, set())
+    assert not stopped_cleanly(dict.fromkeys(both, 0), signal.SIGINT, True, set())  # one exited on its own
+    assert not stopped_cleanly({"sim": -signal.SIGTERM, "planner": 0}, signal.SIGTERM, False, {"sim"})
+
+
+HANGS_AFTER_THE_FIRST_SIGTERM = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: signal.signal(signal.SIGTERM, signal.SIG_DFL))  # caught once, then hangs
+open(sys.argv[1], "w").write("ready")
+time.sleep(60)
+"""
+
+
+def test_a_node_that_outlives_the_stop_signal_is_named(tmp_path):
+    """A node that caught SIGTERM but hung, and died by the follow-up SIGTERM, exits -SIGTERM like a
+    node stopped while starting: ``stop_nodes`` names it, so the stop is not called clean."""
+    ready = tmp_path / "ready"
+    processes = {"sim": subprocess.Popen([sys.executable, "-c", HANGS_AFTER_THE_FIRST_SIGTERM, str(ready)])}
+    try:
+        wait_until(ready.exists, 30.0, "the child to start", lambda: time.sleep(0.05))
+        assert stop_nodes(processes, signal.SIGTERM, grace_s=1.0) == {"sim"}
+        assert processes["sim"].returncode == -signal.SIGTERM
+    finally:
+        if processes["sim"].poll() is None:
+            processes["sim"].kill()
+            processes["sim"].wait()
+
+
 def test_the_robots_nodes_stop_together_and_the_trainer_after_them(tmp_path):
     """A sim that outlived its planner drove the car half a second without a controller (braking out
     of the circle: violations); the trainer stops last, so it records the robots' last steps."""
@@ -200,7 +245,7 @@ def test_the_robots_nodes_stop_together_and_the_trainer_after_them(tmp_path):
         while not all(log.exists() and "ready" in log.read_text() for log in logs.values()):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        stop_nodes(processes, signal.SIGINT)
+        assert stop_nodes(processes, signal.SIGINT) == set()
         assert all(process.returncode == 0 for process in processes.values())
         events = {name: dict(line.split() for line in log.read_text().split("\n")[1:] if line)
                   for name, log in logs.items()}

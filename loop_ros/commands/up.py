@@ -97,12 +97,13 @@ def run(args: argparse.Namespace) -> int:
     from loop_ros.core.config import ConfigError
     from loop_ros.core.signing import SigningError
 
-    if args.record is not None and args.record.exists():
-        print(f"loop-ros up: --record: {args.record} exists (a recording is not overwritten)", file=sys.stderr)
+    record = args.record.expanduser().resolve() if args.record is not None else None
+    if record is not None and record.exists():
+        print(f"loop-ros up: --record: {record} exists (a recording is not overwritten)", file=sys.stderr)
         return 2
-    record = ["foxglove.record=" + json.dumps(str(args.record.resolve()))] if args.record is not None else []
+    record_setting = [f"foxglove.record={json.dumps(str(record), ensure_ascii=False)}"] if record else []
     try:
-        settings = checked_settings(task, args.params, args.set + record)
+        settings = checked_settings(task, args.params, args.set + record_setting)
     except ConfigError as error:
         print(f"loop-ros up: {error}", file=sys.stderr)
         return 2
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     fresh_dir = Path(tempfile.mkdtemp(prefix=f"loop-ros-fresh-{task_file_name(task.name)}-")) if args.fresh else None
     try:
         summary, clean = bring_up(task, params, args.duration, fresh_overrides(fresh_dir) if fresh_dir else None,
-                                  trainer=not args.no_trainer, domain_id=args.domain_id, foxglove=args.foxglove or args.record is not None,
+                                  trainer=not args.no_trainer, domain_id=args.domain_id,
+                                  foxglove=args.foxglove or record is not None,
                                   explore=args.fresh if args.explore is None else args.explore,
                                   # --fresh: a key pair of the run's own, so no bundle signed in an earlier run is taken
                                   keys_dir=args.keys_dir or (fresh_dir / "keys" if fresh_dir else None),

@@ -64,11 +64,11 @@ FIXED = ("task.name", "foxglove.host", "foxglove.port", "foxglove.scene_rate_hz"
          "foxglove.record")
 VIEWER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_NAMES = ("x", "y", "yaw", "vx", "vy", "yaw_rate")
+"""The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 RECORD_CHECK_S = 1.0
 """The recording is flushed this often (a killed bridge loses at most this much of it), and checked."""
 RECORD_MIN_FREE_BYTES = 64 * 2**20
 """Below this much free space on its disk the recording ends, before a full disk fails its writes."""
-"""The world-frame pose of ``pose_from_odometry``, as the ``/state`` channel's fields."""
 MAX_PATH_POSES = 1000
 """Longest planned path shown (the planner's has horizon + 1 poses)."""
 MAX_DIAGNOSTICS_CHANNELS = 64
@@ -99,7 +99,6 @@ class FoxgloveBridgeNode(ManagedNode):
     # ------------------------------------------------------------ lifecycle
     def configure_node(self) -> None:
         configs = self.params.configs
-        self._start_recording(configs["foxglove"].record)
         self.task = make_task(configs["task"].name)
         self.safety = configs["safety"]
         # a relative name resolves in the bridge's namespace, as a topic would
@@ -126,14 +125,15 @@ class FoxgloveBridgeNode(ManagedNode):
         self.create_subscription(ParameterEvent, "/parameter_events", self._on_parameter_event,
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
         self.create_timer(1.0 / configs["foxglove"].scene_rate_hz, self._publish_scene)
-        if self.recording is not None:
+        if configs["foxglove"].record:
             self.create_timer(RECORD_CHECK_S, self._check_recording)
         self.create_timer(DESCRIPTIONS_PERIOD_S, self._publish_descriptions)
 
     def _start_recording(self, record: str) -> None:
-        """Every channel logged from now on also goes to the MCAP file ``record`` (the SDK's sink), until
-        the node is destroyed: a cleanup and configure go on in the same file."""
-        if not record or self.recording is not None:
+        """At the first activation that serves: every channel logged from then on also goes to the MCAP
+        file ``record`` (the SDK's sink), until the node shuts down; a cleanup and configure go on in
+        the same file, and a recording that ended early stays ended."""
+        if not record or self.recorded_to is not None:
             return
         path = pathlib.Path(record).expanduser()
         try:
@@ -154,7 +154,8 @@ class FoxgloveBridgeNode(ManagedNode):
         try:
             free = shutil.disk_usage(pathlib.Path(self.recorded_to).parent).free
             if free < RECORD_MIN_FREE_BYTES:
-                raise OSError(f"{free / 2**20:.1f} MB left on its disk (at least {RECORD_MIN_FREE_BYTES >> 20} MB kept)")
+                raise OSError(f"{free / 2**20:.1f} MB left on its disk "
+                              f"(at least {RECORD_MIN_FREE_BYTES >> 20} MB kept)")
             self.recording.flush()
         except (OSError, RuntimeError) as error:
             self._stop_recording(f"{error}")
@@ -170,8 +171,13 @@ class FoxgloveBridgeNode(ManagedNode):
             self.record_stopped = reason
             self.get_logger().error(f"recording to {self.recorded_to} ended: {reason}; the view goes on")
 
+    def on_shutdown(self, state):
+        if self.recording is not None:  # before the summary is taken, so it says how the recording ended
+            self._stop_recording(None)
+        return super().on_shutdown(state)
+
     def destroy_node(self) -> None:
-        if self.recording is not None:
+        if self.recording is not None:  # a node destroyed without a shutdown transition
             self._stop_recording(None)
         super().destroy_node()
 
@@ -197,6 +203,11 @@ class FoxgloveBridgeNode(ManagedNode):
         except RuntimeError as error:  # e.g. the port is taken: a setting the user must change
             raise ConfigError(f"foxglove.port: no server on {server_config.host}:{server_config.port}: {error}") from error
         self.port = self.server.port  # the bound one (foxglove.port 0: a free port)
+        try:
+            self._start_recording(server_config.record)
+        except ConfigError:
+            self.deactivate_node()
+            raise
         self.parameters.serve(self.server)
         self.get_logger().info(f"Foxglove: open ws://{server_config.host}:{self.port} "
                                "(the scene's fixed frame is 'odom')")
@@ -332,9 +343,9 @@ class FoxgloveBridgeNode(ManagedNode):
         self.get_logger().warning(f"{reason}: not shown", throttle_duration_sec=2.0)
 
     def summary(self) -> dict:
-        """The server's port, messages sent per channel (and recorded, to ``recorded_to``, unless
-        ``record_stopped`` says why not from then on), inputs not shown, parameter requests of the
-        clients, and the geometry shown."""
+        """The server's port, messages sent per channel since the last configure (each also recorded to
+        ``recorded_to``, unless ``record_stopped`` says why not), inputs not shown, parameter requests
+        of the clients, and the geometry shown."""
         return {"port": self.port, "sent": dict(sorted(self.sent.items())), "recorded_to": self.recorded_to,
                 "record_stopped": self.record_stopped, "invalid": dict(self.invalid),
                 "callback_errors": dict(self.callback_errors),
