@@ -14,7 +14,7 @@ from PIL import Image
 
 from loop_ros import cli
 from loop_ros.bench.curves import SIZE, plot_curves
-from loop_ros.bench.learn import LearnRun, curves, is_done, run_grid, summary_table, training_cost_curves
+from loop_ros.bench.learn import LearnRun, curves, is_done, run_grid, summary_table, train_command, training_cost_curves
 
 
 def fake_training(directory, returns: dict[int, float], exit_code: int = 0, seconds: float = 0.0,
@@ -145,3 +145,17 @@ except KeyboardInterrupt:
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_an_unfinished_run_goes_on_from_what_it_saved_and_one_that_saved_nothing_starts_over(tmp_path):
+    saved, unsaved = LearnRun("gym:Toy-v0", "loop", 0), LearnRun("gym:Toy-v0", "loop", 1)
+    for run in (saved, unsaved):
+        run.directory(tmp_path).mkdir(parents=True)
+        (run.directory(tmp_path) / "checkpoint_500").mkdir()  # what the earlier try left
+    (saved.directory(tmp_path) / "resume.pt").write_bytes(b"saved")
+    commands = {run: fake_training(run.directory(tmp_path), {0: 1.0}) for run in (saved, unsaved)}
+    assert run_grid([saved, unsaved], tmp_path, commands, jobs=1, log=lambda text: None) == {saved: 0, unsaved: 0}
+    assert (saved.directory(tmp_path) / "resume.pt").read_bytes() == b"saved"
+    assert (saved.directory(tmp_path) / "checkpoint_500").is_dir()
+    assert not (unsaved.directory(tmp_path) / "checkpoint_500").exists()
+    assert "--resume" in train_command(saved, tmp_path, 1000, 500, 1, 1, [])

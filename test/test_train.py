@@ -221,3 +221,61 @@ def test_export_before_the_first_fit_is_refused(tmp_path):
     trainer = LoopTrainer(PointMassTask(), algo="loop", **TINY)
     with pytest.raises(RuntimeError, match="first model fit"):
         trainer.export(tmp_path / "b", 1, {})
+
+
+def _rows(out) -> list[dict]:
+    """A run's evaluations without the timing columns (they differ between runs of the same seed)."""
+    rows = json.loads((out / "metrics.json").read_text())["evaluations"]
+    return [{k: v for k, v in row.items() if k not in ("wall_time_s", "eval_plan_ms", "fit_seconds")} for row in rows]
+
+
+RESUMABLE = [*TOY, "--algo", "loop", "--seed", "3", "--eval-every", "200", "--fit-max-seconds", "0"]
+
+
+def test_a_resumed_run_goes_on_from_its_last_evaluation(tmp_path):
+    """400 steps, then --resume to 600: the first 400 steps' evaluations are the uninterrupted run's,
+    and the run goes on from the saved learner, replay and counters to the same step counts. (After
+    the save the two differ: the resumed run starts a new training episode there.)"""
+    cli.main(["train", *RESUMABLE, "--steps", "600", "--out", str(tmp_path / "whole")])
+    cli.main(["train", *RESUMABLE, "--steps", "400", "--out", str(tmp_path / "parts")])
+    metrics = json.loads((tmp_path / "parts" / "metrics.json").read_text())  # killed after logging a row it never saved
+    metrics["evaluations"].append({**metrics["evaluations"][-1], "env_steps": 500})
+    (tmp_path / "parts" / "metrics.json").write_text(json.dumps(metrics))
+    assert cli.main(["train", *RESUMABLE, "--steps", "600", "--resume", "--out", str(tmp_path / "parts")]) == 0
+    whole, parts = _rows(tmp_path / "whole"), _rows(tmp_path / "parts")
+    assert [row["env_steps"] for row in parts] == [0, 200, 400, 600]
+    assert parts[:3] == whole[:3]
+    counters = ("env_steps", "fits", "sac_updates")
+    assert {k: parts[3][k] for k in counters} == {k: whole[3][k] for k in counters} == \
+        {"env_steps": 600, "fits": 2, "sac_updates": 401}
+    assert parts[3]["train_episodes"] >= whole[2]["train_episodes"] + 3
+    assert parts[3]["train_cost_total"] >= parts[2]["train_cost_total"]
+
+
+def test_a_resume_restores_the_learner_and_its_replay_exactly(tmp_path):
+    from loop_ros.core.run_checkpoint import RESUME_FILE, resume_run, save_run
+
+    saved = LoopTrainer(PointMassTask(), algo="loop", seed=1, schedule=TrainerConfig(seed_steps=10), **TINY)
+    feed(saved, 60, np.random.default_rng(0))
+    save_run(tmp_path / RESUME_FILE, saved, {"identity": {"seed": 1}, "step": 60})
+    restored = LoopTrainer(PointMassTask(), algo="loop", seed=2, schedule=TrainerConfig(seed_steps=10), **TINY)
+    assert resume_run(tmp_path / RESUME_FILE, restored, {"seed": 1})["step"] == 60
+    assert (restored.steps, len(restored.buffer), restored.buffer.position) == (60, 60, 60)
+    for key, values in saved.buffer.arrays().items():
+        np.testing.assert_array_equal(restored.buffer.arrays()[key], values)
+    state = np.asarray([0.3, -0.2, 0.1, 0.0], np.float32)
+    saved.end_episode()  # the restored planner starts without a warm start
+    assert np.array_equal(saved.act(state, np.random.default_rng(5)), restored.act(state, np.random.default_rng(5)))
+
+
+def test_a_resume_of_another_run_or_a_damaged_file_is_refused_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    cli.main(["train", *RESUMABLE, "--steps", "200", "--out", str(out)])
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert cli.main(["train", *RESUMABLE, "--steps", "400", "--seed", "4", "--resume", "--out", str(out)]) == 2
+    assert "is of another run: its seed differ" in capsys.readouterr().err
+    (out / "resume.pt").write_bytes(before["resume.pt"][:1000])
+    assert cli.main(["train", *RESUMABLE, "--steps", "400", "--resume", "--out", str(out)]) == 2
+    assert "resume.pt cannot be read" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file() and path.name != "resume.pt"} == \
+        {name: data for name, data in before.items() if name != "resume.pt"}

@@ -2,7 +2,8 @@
 
 Each run is ``loop-ros train`` in its own process, in ``DIR/runs/<task>/<algo>/seed<k>/`` with its
 log (``train.log``) beside its metrics. A run whose final bundle is there is done and skipped, so
-an interrupted grid goes on where it stopped; an unfinished run starts over. Then the summary:
+an interrupted grid goes on where it stopped; an unfinished run goes on from its last evaluation
+(``loop-ros train --resume``), or starts over when it had none. Then the summary:
 per task and algo, the evaluation return at each step count as mean and std over the seeds
 (``DIR/summary.json``, the table ``DIR/summary.md``) and a PNG of the learning curves per task
 (``DIR/curves_<task>.png``, ``bench.curves``); likewise the actor divergence of the training steps
@@ -54,7 +55,7 @@ def train_command(run: LearnRun, out: Path, steps: int, eval_every: int, eval_ep
     return [sys.executable, "-m", "loop_ros.cli", "train", "--task", run.task, "--algo", run.algo,
             "--seed", str(run.seed), "--steps", str(steps), "--out", str(run.directory(out)),
             "--eval-every", str(eval_every), "--eval-episodes", str(eval_episodes), "--threads", str(threads),
-            "--no-progress", *extra]
+            "--no-progress", "--resume", *extra]
 
 
 def run_grid(runs: list[LearnRun], out: Path, commands: dict[LearnRun, list[str]], jobs: int,
@@ -89,9 +90,12 @@ def run_grid(runs: list[LearnRun], out: Path, commands: dict[LearnRun, list[str]
 
 
 def _start(command: list[str], directory: Path) -> subprocess.Popen:
-    shutil.rmtree(directory, ignore_errors=True)  # an unfinished earlier try: its rows would mix with this one's
-    directory.mkdir(parents=True)
-    with open(directory / "train.log", "wb") as log:
+    from loop_ros.core.run_checkpoint import RESUME_FILE
+
+    if not (directory / RESUME_FILE).exists():  # an earlier try that saved nothing: its rows would mix with ours
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "train.log", "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **TRAIN_ENV})
 
 

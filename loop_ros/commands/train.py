@@ -6,7 +6,9 @@ the ensemble every K_m steps (``core.trainer.LoopTrainer``); every ``--eval-ever
 planner (``explore=False``) over the live networks, with the same statistics as
 ``loop-ros eval`` (``core.episodes.evaluate_planner``, same episode seeds). Each evaluation
 appends a row to ``DIR/metrics.csv`` and rewrites ``DIR/metrics.json``, and exports a
-checkpoint bundle ``DIR/checkpoint_<steps>``; the final bundle goes to ``DIR/bundle``.
+checkpoint bundle ``DIR/checkpoint_<steps>``; the final bundle goes to ``DIR/bundle``. Each
+evaluation after the first also saves the run (``DIR/resume.pt``, ``core.run_checkpoint``):
+``--resume`` goes on from there (a run killed, or one given more ``--steps``).
 The bundle's provenance holds the exact command (every option spelled out), the settings
 used, steps, seed, evaluation return and wall time.
 
@@ -75,6 +77,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--record", type=Path, default=None,
                         help="also record every training step into this bag directory, as the ROS stack's messages "
                              "(a medium-replay dataset for `loop-ros offline`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from DIR/resume.pt (saved at every evaluation) when it is there, else start; the "
+                             "run's task, algo, seed and settings must be the same (--steps may be larger)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -96,10 +101,15 @@ class EpisodeTally:
 class RunLog:
     """``DIR/metrics.csv`` (one row per evaluation) and ``DIR/metrics.json`` (all rows + settings)."""
 
-    def __init__(self, out: Path, header: dict[str, Any]):
+    def __init__(self, out: Path, header: dict[str, Any], resumed_at: int | None = None):
+        """``resumed_at``: keep the rows already logged up to that step (a resumed run's)."""
         self.out, self.header, self.rows = out, header, []
         with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow(CSV_COLUMNS)
+        if resumed_at is not None and (out / "metrics.json").exists():
+            for row in json.loads((out / "metrics.json").read_text(encoding="utf-8"))["evaluations"]:
+                if row["env_steps"] <= resumed_at:
+                    self.append(row)
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -124,12 +134,15 @@ def provenance(args, settings: dict, row: dict, result: dict) -> dict[str, Any]:
 def train(args) -> dict[str, Any]:
     """Run Algorithm 1 as configured by ``args``; returns the last evaluation row."""
     from loop_ros.core.config import ConfigError
+    from loop_ros.core.run_checkpoint import RESUME_FILE
     from loop_ros.core.tasks import make_task
     from loop_ros.core.trainer import LoopTrainer, set_torch_threads
 
     task = make_task(args.task)
     if args.record is not None and args.record.exists():
         raise ConfigError(f"--record {args.record} exists (a recording is never overwritten)")
+    if args.record is not None and args.resume:
+        raise ConfigError("--record and --resume: a recording is not resumed")
     params = load_params(task, args.params, args.set)
     cfgs = section_configs(params, ("arc", "safety", "ensemble", "sac", "trainer"))
     flags = {field: getattr(args, flag[2:].replace("-", "_")) for flag, _, field in TRAINER_FLAGS}
@@ -144,12 +157,14 @@ def train(args) -> dict[str, Any]:
     settings = {**{k: dataclasses.asdict(v) for k, v in cfgs.items()}, "trainer": dataclasses.asdict(schedule),
                 "episode_steps": env.episode_steps}
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    resumed = resumed_run(Path(args.out) / RESUME_FILE, trainer, run_identity(args, task, settings)) \
+        if args.resume else None
     recorder = None
     if args.record is not None:
         from loop_ros.core.recording import EpisodeBagWriter
 
         recorder = EpisodeBagWriter(args.record, task, section_configs(params, ("task",))["task"].control_rate_hz)
-    run = TrainingRun(trainer, env, task.make_env(cfgs["safety"], episode_steps), args, settings, recorder)
+    run = TrainingRun(trainer, env, task.make_env(cfgs["safety"], episode_steps), args, settings, recorder, resumed)
     try:
         return run.run()
     finally:
@@ -157,31 +172,66 @@ def train(args) -> dict[str, Any]:
             recorder.close()
 
 
+def run_identity(args, task, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must share with the saved one."""
+    return {"task": task.name, "algo": args.algo, "seed": args.seed, "settings": settings}
+
+
+def resumed_run(path: Path, trainer, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """``--resume``: the saved run restored into ``trainer``; None when there is none to resume."""
+    from loop_ros.core.config import ConfigError
+    from loop_ros.core.learner_state import LearnerStateError
+    from loop_ros.core.run_checkpoint import resume_run
+
+    if not path.exists():
+        return None
+    try:
+        return resume_run(path, trainer, identity)
+    except LearnerStateError as error:
+        raise ConfigError(f"--resume: {error}") from error
+
+
 class TrainingRun:
     """The loop of Alg. 1 around a ``LoopTrainer``, with periodic evaluations and checkpoints."""
 
-    def __init__(self, trainer, env, eval_env, args, settings: dict[str, Any], recorder=None):
+    def __init__(self, trainer, env, eval_env, args, settings: dict[str, Any], recorder=None,
+                 resumed: dict[str, Any] | None = None):
         self.trainer, self.env, self.eval_env, self.args, self.settings = trainer, env, eval_env, args, settings
         self.recorder = recorder  # a core.recording.EpisodeBagWriter, or None
         self.pose = getattr(env, "pose", lambda: None)
-        self.log = RunLog(Path(args.out), {"command": command_line("train", args), "settings": settings})
-        self.started = time.perf_counter()
-        self.tally, self.last_train, self.episodes = EpisodeTally(), None, 0
-        self.cost_total = 0.0  # of every training step so far
-        self.fit: dict[str, Any] = {}
-        self.sac: dict[str, float] = {}
+        self.identity = run_identity(args, trainer.task, settings)
+        self.resumed = resumed
+        self.log = RunLog(Path(args.out), {"command": command_line("train", args), "settings": settings},
+                          resumed_at=resumed["step"] if resumed else None)
+        self.started = time.perf_counter() - (resumed["wall_time_s"] if resumed else 0.0)
+        self.tally, self.last_train = EpisodeTally(), EpisodeTally(*resumed["last_train"]) \
+            if resumed and resumed["last_train"] else None
+        self.episodes = resumed["episodes"] if resumed else 0
+        self.cost_total = resumed["cost_total"] if resumed else 0.0  # of every training step so far
+        self.fit: dict[str, Any] = resumed["fit"] if resumed else {}
+        self.sac: dict[str, float] = resumed["sac"] if resumed else {}
         self.divergences: list[float] = []  # of the training steps since the last evaluation
+        self.rng = np.random.default_rng(args.seed)  # acting
+        if resumed:
+            self.rng.bit_generator.state = resumed["rng"]
 
     def run(self) -> dict[str, Any]:
         """Train for ``args.steps`` environment steps; returns the final evaluation row."""
         from tqdm import tqdm
 
-        args, rng = self.args, np.random.default_rng(self.args.seed)
-        state, row = self.env.reset(seed=args.seed), self.evaluate(None)
+        args, rng = self.args, self.rng
+        if self.resumed:  # the episode under way at the save ended there
+            start, row = self.resumed["step"], self.log.rows[-1]
+            if start >= args.steps:
+                return row
+            self.trainer.end_episode()
+            state = self.env.reset(seed=args.seed + start)
+        else:
+            start, state, row = 0, self.env.reset(seed=args.seed), self.evaluate(None)
         if self.recorder:
             self.recorder.reset(state, self.pose())
-        bar = tqdm(total=args.steps, disable=args.no_progress, mininterval=1.0, unit="step")
-        for step in range(1, args.steps + 1):
+        bar = tqdm(total=args.steps, initial=start, disable=args.no_progress, mininterval=1.0, unit="step")
+        for step in range(start + 1, args.steps + 1):
             state, speed = self.step(state, rng)
             if step % args.eval_every == 0 and step < args.steps and step >= self.trainer.schedule.seed_steps:
                 row = self.evaluate(Path(args.out) / f"checkpoint_{step}")
@@ -239,7 +289,19 @@ class TrainingRun:
         self.log.append(row)
         if export_to is not None:
             trainer.export(export_to, version=trainer.steps, provenance=provenance(self.args, self.settings, row, result))
+            self.save()
         return row
+
+    def save(self) -> None:
+        """The run as ``--resume`` restores it (``core.run_checkpoint``), at this evaluation."""
+        from loop_ros.core.run_checkpoint import RESUME_FILE, save_run
+
+        last = self.last_train
+        run = {"identity": self.identity, "step": self.trainer.steps, "episodes": self.episodes,
+               "cost_total": self.cost_total, "last_train": dataclasses.astuple(last) if last else None,
+               "rng": self.rng.bit_generator.state, "wall_time_s": time.perf_counter() - self.started,
+               "fit": self.fit, "sac": self.sac}
+        save_run(Path(self.args.out) / RESUME_FILE, self.trainer, run)
 
 
 def _fmt(value) -> str:

@@ -101,8 +101,14 @@ def restore_learner(trainer, state: dict[str, Any]) -> dict[str, int]:
 
 def save_learner_state(trainer, path: Path, sac_updates_skipped: int = 0) -> None:
     """Write ``learner_state(trainer, sac_updates_skipped)`` to ``path``, replacing it whole (module docstring)."""
+    save_whole(learner_state(trainer, sac_updates_skipped), path)
+
+
+def save_whole(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` through a synced temporary sibling renamed over it: a reader
+    finds the old file or the new one, never a part."""
     buffer = io.BytesIO()
-    torch.save(learner_state(trainer, sac_updates_skipped), buffer)
+    torch.save(state, buffer)
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):  # of a writer killed mid-save
         leftover.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
