@@ -374,7 +374,9 @@ def bring_up(task, params: Path | None, duration: float | None, overrides: dict[
 
 
 def stopped_cleanly(exit_codes: dict[str, int], signum: int, node_exited: bool, outlived: set[str]) -> bool:
-    """Whether a run stopped as asked: no node exited on its own or outlived the stop's grace period
-    (``stop_nodes``), and each exited 0 or by ``signum`` itself. A node dies by the stop signal only
-    while it is still starting, before ``run_node`` catches it: stopped during bring-up, it never ran."""
-    return not node_exited and not outlived and all(code in (0, -signum) for code in exit_codes.values())
+    """Whether a run stopped as asked: no node exited on its own, and each exited 0 (however long it
+    took), or by ``signum`` itself within the grace period: a node dies by the stop signal at once only
+    while it is still starting, before ``run_node`` catches it (stopped during bring-up, it never ran).
+    One that outlived the grace period (``stop_nodes``) and then died by a signal hung while stopping."""
+    return not node_exited and all(code == 0 or (code == -signum and name not in outlived)
+                                   for name, code in exit_codes.items())

@@ -209,6 +209,7 @@ def test_a_stop_is_clean_when_every_node_ended_by_it_in_time():
     assert not stopped_cleanly({"sim": 1, "planner": 0}, signal.SIGINT, False, set())
     assert not stopped_cleanly(dict.fromkeys(both, 0), signal.SIGINT, True, set())  # one exited on its own
     assert not stopped_cleanly({"sim": -signal.SIGTERM, "planner": 0}, signal.SIGTERM, False, {"sim"})
+    assert stopped_cleanly({"sim": 0, "planner": 0}, signal.SIGTERM, False, {"sim"})  # slow, but it stopped itself
 
 
 HANGS_AFTER_THE_FIRST_SIGTERM = """

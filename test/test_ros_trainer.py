@@ -256,7 +256,7 @@ def test_loop_ros_up_fresh_learns_from_scratch_and_summarises(tmp_path):
         process = subprocess.Popen(command, env=ros_environment(domain), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=60) == 0, (tmp_path / "up.log").read_text()[-4000:]
     finally:
         if process.poll() is None:
             process.kill()
