@@ -17,7 +17,7 @@ foxglove.sdk.v1), deactivate stops it. It serves:
   ``<foxglove.planner_node>/parameter_descriptions`` (JSON), which Foxglove's Parameter cannot carry.
 
 With ``foxglove.record`` (``loop-ros up --record FILE``) every message served also goes to that MCAP
-file, for review in Foxglove later; an existing file is never overwritten (configure fails).
+file, for review in Foxglove later; an existing file is never overwritten (the bridge does not activate).
 
 A state, path or action that is not finite is counted, logged and not shown; nothing else changes.
 ``config/foxglove_layout.json`` is a Foxglove layout of these channels.
@@ -28,8 +28,8 @@ Run: ``python -m loop_ros.nodes.foxglove_bridge --ros-args --params-file config/
 from __future__ import annotations
 
 import json
-import re
 import pathlib
+import re
 import shutil
 from collections import Counter
 
@@ -92,7 +92,7 @@ class FoxgloveBridgeNode(ManagedNode):
         self.params = ParameterBinding(self, SECTIONS, self._on_settings, read_only=FIXED)
         self.server: foxglove.websocket.WebSocketServer | None = None  # while active
         self.port: int | None = None
-        self.recording: foxglove.mcap.MCAPWriter | None = None  # foxglove.record, from the first configure on
+        self.recording: foxglove.mcap.MCAPWriter | None = None  # foxglove.record, from the first activation on
         self.recorded_to: str | None = None
         self.record_stopped: str | None = None  # why a recording ended early
 
