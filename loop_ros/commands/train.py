@@ -204,8 +204,8 @@ class TrainingRun:
         self.log = RunLog(Path(args.out), {"command": command_line("train", args), "settings": settings},
                           resumed_at=resumed["step"] if resumed else None)
         self.started = time.perf_counter() - (resumed["wall_time_s"] if resumed else 0.0)
-        self.tally, self.last_train = EpisodeTally(), EpisodeTally(*resumed["last_train"]) \
-            if resumed and resumed["last_train"] else None
+        self.tally = EpisodeTally()
+        self.last_train = EpisodeTally(*resumed["last_train"]) if resumed and resumed["last_train"] else None
         self.episodes = resumed["episodes"] if resumed else 0
         self.cost_total = resumed["cost_total"] if resumed else 0.0  # of every training step so far
         self.fit: dict[str, Any] = resumed["fit"] if resumed else {}
