@@ -113,7 +113,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-TASK_HELP = ("task name: a shipped task (rc_car, rc_car_fast, point_mass), gym:<EnvId> (e.g. gym:Hopper-v5), an installed "
+TASK_HELP = ("task name: a shipped task (rc_car, rc_car_fast, rc_car_drift, point_mass), gym:<EnvId> (e.g. gym:Hopper-v5), an installed "
              "loop_ros.tasks entry point, or package.module:attribute")
 
 

@@ -5,6 +5,8 @@ slip angle atan2(v_lat, v_long); or how the run ended early (rolled over, or lef
 
     .venv/bin/python bench/rc_car_drift/steady_states.py bench/rc_car_drift/steady_states.json
 
+``--task rc_car_drift``: the same sweep of the car on Drift-v0's brush tyres (``steady_states_brush.json``).
+
 ``--kinetic-ratio K --slide-angle A``: Drift-v0's tyres as far as MuJoCo allows. Its brush tyres give
 mu_k = 1.96 x load in a full slide against at most mu_s = 1.37 x load before it (``driftgym``
 ``model.py``: K = 1.43), and MuJoCo's contacts have one friction coefficient. So before each physics step
@@ -88,10 +90,11 @@ def hold(env, throttle: float, steer: float, stepper=None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out")
+    parser.add_argument("--task", default="rc_car", help="rc_car_drift: the car on Drift-v0's brush tyres")
     parser.add_argument("--kinetic-ratio", type=float, default=1.0)
     parser.add_argument("--slide-angle", type=float, default=10.0, help="degrees")
     args = parser.parse_args()
-    env = make_task("rc_car").make_env(SafetyConfig(), episode_steps=STEPS)
+    env = make_task(args.task).make_env(SafetyConfig(), episode_steps=STEPS)
     stepper = KineticRearTyres(env, args.kinetic_ratio, args.slide_angle) if args.kinetic_ratio != 1.0 else None
     grid = [round(float(v), 1) for v in np.linspace(0.2, 1.0, 9)]
     rows = [hold(env, throttle, steer, stepper) for steer in grid for throttle in grid]

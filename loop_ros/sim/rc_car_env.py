@@ -6,6 +6,9 @@ from vertical), leaves the ``ARENA_RADIUS`` (3 m) arena, or the physics goes non
 Resets put the car near the 1 m circle, pointing counter-clockwise and rolling, with a
 seeded random perturbation (see ``reset``). Physics runs at the XML's 2 ms timestep;
 each control step holds the action for ``control_dt / timestep`` physics steps.
+With ``tyres`` (``brush_tyres.BrushTyres``, the ``rc_car_drift`` task) the tyre forces are Drift-v0's
+brush model, applied each physics step, and the throttle commands the rear wheels' speed
+(``_use_brush_tyres``).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import mujoco
 import numpy as np
 
 from loop_ros.core.config import SafetyConfig
+from loop_ros.sim.brush_tyres import BrushTyres, planar_wrench
 
 MODEL_PATH = Path(__file__).with_name("rc_car.xml")
 ARENA_RADIUS = 3.0
@@ -32,9 +36,10 @@ class RcCarEnv:
     """Throttle/steer in [-1, 1]^2 -> 6-D ``RcCarTask`` observation, at ``1 / control_dt`` Hz."""
 
     def __init__(self, task, episode_steps: int = 500, control_dt: float = 0.02, seed: int | None = None,
-                 safety: SafetyConfig | None = None):
+                 safety: SafetyConfig | None = None, tyres: BrushTyres | None = None):
         self.task = task  # an RcCarTask: its target speed and circle, reward and observation
         self.safety = safety or SafetyConfig()
+        self.tyres = tyres
         self.episode_steps = int(episode_steps)
         self.model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
         self.data = mujoco.MjData(self.model)
@@ -48,6 +53,8 @@ class RcCarEnv:
         self._rear_spin_dofs = [self.model.joint(name).dofadr[0] for name in ("rear_left_spin", "rear_right_spin")]
         self._front_spin_dofs = [self.model.joint(name).dofadr[0] for name in ("front_left_spin", "front_right_spin")]
         self.wheel_radius = float(self.model.geom("rear_left_tyre").size[0])
+        if tyres is not None:
+            self._use_brush_tyres()
         self._rng = np.random.default_rng(seed)
         self._steps = 0
         self._obs = self.reset()
@@ -83,9 +90,14 @@ class RcCarEnv:
             action = self.task.safe_action()
         action = np.clip(action, self.task.action_low, self.task.action_high)
         throttle, steer = action
-        self.data.ctrl[self._drive_ids] = throttle
         self.data.ctrl[self._steer_ids] = steer * self.max_steer
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.tyres is None:
+            self.data.ctrl[self._drive_ids] = throttle
+            mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        else:
+            for _ in range(self.frame_skip):
+                self._apply_tyre_forces(throttle * self.max_wheel_speed)
+                mujoco.mj_step(self.model, self.data)
         self._steps += 1
 
         obs = self.observation()
@@ -95,6 +107,45 @@ class RcCarEnv:
         terminated = self._crashed(obs)
         truncated = not terminated and self._steps >= self.episode_steps
         return obs.copy(), reward, cost, terminated, truncated, self._info(obs)
+
+    def _use_brush_tyres(self) -> None:
+        """Drift-v0's tyres (``brush_tyres.py``): the wheels' contacts turn frictionless (they carry
+        the weight, nothing else), and each physics step gets the tyres' forces applied at the CoM
+        height, so they neither roll nor pitch the car: Drift-v0's car is planar. The loads are the
+        static axle loads, as Drift-v0's. The throttle commands the rear wheels' tread speed, as
+        Drift-v0's action does, up to the motor's free speed (6 m/s); the drive motors stay idle."""
+        model = self.model
+        for name in ("front_left_tyre", "front_right_tyre", "rear_left_tyre", "rear_right_tyre"):
+            model.geom_condim[model.geom(name).id] = 1
+        self._chassis = model.body("chassis").id
+        self._steer_qpos = [model.joint(name).qposadr[0] for name in ("steer_left", "steer_right")]
+        drive = self._drive_ids[0]
+        self.max_wheel_speed = float(model.actuator_gainprm[drive, 0] / -model.actuator_biasprm[drive, 2]
+                                     * self.wheel_radius)
+        front_axle = float(model.body("front_left_knuckle").pos[0])
+        rear_axle = float(-model.body("rear_left_wheel").pos[0])
+        mass = float(mujoco.mj_getTotalmass(model))
+        weight = mass * float(np.linalg.norm(model.opt.gravity))
+        wheelbase = front_axle + rear_axle
+        inertia = np.zeros((model.nv, model.nv))
+        mujoco.mj_forward(model, self.data)
+        mujoco.mj_fullM(model, self.data, inertia)
+        self.car = {"mass": mass, "yaw_inertia": float(inertia[5, 5]), "front_axle": front_axle,
+                    "rear_axle": rear_axle, "front_load": weight * rear_axle / wheelbase,
+                    "rear_load": weight * front_axle / wheelbase}
+        self._wrench = np.zeros(3)
+
+    def _apply_tyre_forces(self, wheel_speed: float) -> None:
+        _, _, yaw, vx, vy, yaw_rate = self.pose()
+        cos_yaw, sin_yaw = np.cos(yaw), np.sin(yaw)
+        steer = float(np.mean(self.data.qpos[self._steer_qpos]))
+        force_x, force_y, torque = planar_wrench(self.tyres, self.car, cos_yaw * vx + sin_yaw * vy,
+                                                 -sin_yaw * vx + cos_yaw * vy, yaw_rate, steer, wheel_speed)
+        force = np.array([cos_yaw * force_x - sin_yaw * force_y, sin_yaw * force_x + cos_yaw * force_y, 0.0])
+        self._wrench[2] = torque
+        self.data.qfrc_applied[:] = 0.0
+        mujoco.mj_applyFT(self.model, self.data, force, self._wrench, self.data.xpos[self._chassis],
+                          self._chassis, self.data.qfrc_applied)
 
     def pose(self) -> tuple[float, float, float, float, float, float]:
         """(x, y, yaw, vx_world, vy_world, yaw_rate) of the CoM: what the ROS sim node publishes."""

@@ -1,7 +1,7 @@
 """Task registry: a task name -> its ``Task`` (``base.py``).
 
 A name is one of:
-  * a task shipped here (``BUILTIN_TASKS``): ``rc_car``, ``rc_car_fast``, ``point_mass``;
+  * a task shipped here (``BUILTIN_TASKS``): ``rc_car``, ``rc_car_fast``, ``rc_car_drift``, ``point_mass``;
   * ``gym:<EnvId>``: a gymnasium MuJoCo env (``gym_mujoco.py``), e.g. ``gym:Hopper-v5``;
   * a ``loop_ros.tasks`` entry point of an installed package (README, "Your own task");
   * ``package.module:attribute``, importable from the Python path.
@@ -20,6 +20,7 @@ from loop_ros.core.tasks.base import ARRAY, ODOMETRY, Task
 BUILTIN_TASKS = {
     "rc_car": "loop_ros.core.tasks.rc_car:RcCarTask",
     "rc_car_fast": "loop_ros.core.tasks.rc_car:RcCarFastTask",
+    "rc_car_drift": "loop_ros.core.tasks.rc_car:RcCarDriftTask",
     "point_mass": "loop_ros.core.tasks.point_mass:PointMassTask",
 }
 GYM_PREFIX = "gym:"
