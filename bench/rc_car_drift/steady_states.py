@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--kinetic-ratio", type=float, default=1.0)
     parser.add_argument("--slide-angle", type=float, default=10.0, help="degrees")
     args = parser.parse_args()
+    if args.kinetic_ratio != 1.0 and args.task != "rc_car":
+        parser.error("--kinetic-ratio switches MuJoCo's contact friction: only for the rc_car task's tyres")
     env = make_task(args.task).make_env(SafetyConfig(), episode_steps=STEPS)
     stepper = KineticRearTyres(env, args.kinetic_ratio, args.slide_angle) if args.kinetic_ratio != 1.0 else None
     grid = [round(float(v), 1) for v in np.linspace(0.2, 1.0, 9)]

@@ -20,8 +20,11 @@ The model, per axle (numpy, any batch shape):
               F = mu_kinetic load                                                    beyond (full slide)
   force       (F_x, F_y) = F (C_x sigma_x, C_alpha sigma_y) / gamma
 ``SLIP_MIN_SPEED`` is ours: Drift-v0 integrates with an adaptive solver and special-cases speeds
-under 1 cm/s; a 2 ms MuJoCo step needs the slip's denominator bounded away from zero instead
-(at 0.1 m/s the lateral force's rate C_alpha / (m v) is 213 /s, 0.43 of the step's stability limit).
+under 1 cm/s; a 2 ms MuJoCo step needs the slip's denominator bounded away from zero instead. At
+0.1 m/s the car's fastest mode (both axles and the yaw coupling) decays at 0.87 / step with straight
+wheels and about 1.05 / step standing at full lock with the rear locked: stable (the limit is 2), though
+past 1 the discrete response alternates sign from step to step. A smaller ``SLIP_MIN_SPEED`` or a longer
+timestep uses up this margin fast.
 """
 from __future__ import annotations
 

@@ -110,10 +110,12 @@ class RcCarEnv:
 
     def _use_brush_tyres(self) -> None:
         """Drift-v0's tyres (``brush_tyres.py``): the wheels' contacts turn frictionless (they carry
-        the weight, nothing else), and each physics step gets the tyres' forces applied at the CoM
-        height, so they neither roll nor pitch the car: Drift-v0's car is planar. The loads are the
-        static axle loads, as Drift-v0's. The throttle commands the rear wheels' tread speed, as
-        Drift-v0's action does, up to the motor's free speed (6 m/s); the drive motors stay idle."""
+        the weight, nothing else; a wheel's priority makes its condim the contact's), and each physics
+        step gets the tyres' forces applied at the car's centre of mass, so they neither roll nor pitch
+        the car: Drift-v0's car is planar. The loads are the static axle loads, as Drift-v0's. The
+        throttle commands the rear wheels' tread speed, as Drift-v0's action does, up to the motor's
+        free speed (6 m/s): zero throttle locks them. The drive motors get no command; the wheels'
+        spin is only drawn, not simulated."""
         model = self.model
         for name in ("front_left_tyre", "front_right_tyre", "rear_left_tyre", "rear_right_tyre"):
             model.geom_condim[model.geom(name).id] = 1
@@ -144,7 +146,7 @@ class RcCarEnv:
         force = np.array([cos_yaw * force_x - sin_yaw * force_y, sin_yaw * force_x + cos_yaw * force_y, 0.0])
         self._wrench[2] = torque
         self.data.qfrc_applied[:] = 0.0
-        mujoco.mj_applyFT(self.model, self.data, force, self._wrench, self.data.xpos[self._chassis],
+        mujoco.mj_applyFT(self.model, self.data, force, self._wrench, self.data.subtree_com[self._chassis],
                           self._chassis, self.data.qfrc_applied)
 
     def pose(self) -> tuple[float, float, float, float, float, float]:
