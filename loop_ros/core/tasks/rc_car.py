@@ -152,8 +152,8 @@ class RcCarDriftTask(RcCarTask):
     The same car, settings and ROS interfaces as ``rc_car``, simulated with the brush tyres of the LOOP
     paper's Drift-v0 (``sim/brush_tyres.py``), whose rear ones grip harder in a full slide than at their
     grip limit. The throttle commands the rear wheels' speed (+-6 m/s), as Drift-v0's action does, so
-    the safe action (zero throttle, wheels straight) locks them: measured from 2.9 m/s, the car stops
-    within 0.4 m, yawing about 30 degrees.
+    the safe action (zero throttle, wheels straight) locks them: measured from the 3.0 m/s circle, the
+    car stops in 0.28 s within 0.39 m, yawing 40 degrees.
 
     On the 1 m circle (``bench/rc_car_drift/circle_steady_states.py``) the car holds at most 3.29 m/s
     with its rear tyres gripping, at 32 degrees of body slip (15 from 3.05 m/s on: these tyres are
