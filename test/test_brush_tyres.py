@@ -149,6 +149,8 @@ def test_the_drift_car_rides_drift_v0s_tyres_on_frictionless_wheels(drift_env):
     task = drift_env.task
     assert isinstance(task, RcCarTask) and task.name == "rc_car_drift" and task.default_bundle is None
     assert task.target_speed == 3.8 and task.params_file == make_task("rc_car").params_file
+    # Drift-v0's action: the rear wheels' speed, forwards only; the env clips a reverse command to 0.
+    np.testing.assert_array_equal(np.c_[task.action_low, task.action_high], [[0.0, 1.0], [-1.0, 1.0]])
     # The speed error counts linearly: the best grip circle (3.29 m/s) is 0.134 short of a drift.
     on_circle = np.stack([obs_from_pose(1.0, 0.0, np.pi / 2, 0.0, v, v) for v in (3.8, 3.29, 4.31)])
     np.testing.assert_allclose(task.reward(on_circle, np.zeros((3, 2)), on_circle), [1.0, 1 - 0.51 / 3.8, 1 - 0.51 / 3.8])
@@ -221,3 +223,5 @@ def test_the_drift_car_is_deterministic_and_survives_nan_actions(drift_env):
     np.testing.assert_array_equal(first, hold(env, 0.4, 0.2, 50))
     obs, *_ = env.step([np.nan, 0.0])
     assert np.all(np.isfinite(obs))
+    reversing = hold(RcCarEnv(drift_env.task, seed=5, tyres=BrushTyres()), -1.0, 0.3, 20)
+    np.testing.assert_array_equal(reversing, hold(RcCarEnv(drift_env.task, seed=5, tyres=BrushTyres()), 0.0, 0.3, 20))

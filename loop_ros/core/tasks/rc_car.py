@@ -151,9 +151,10 @@ class RcCarDriftTask(RcCarTask):
 
     The same car, settings and ROS interfaces as ``rc_car``, simulated with the brush tyres of the LOOP
     paper's Drift-v0 (``sim/brush_tyres.py``), whose rear ones grip harder in a full slide than at their
-    grip limit. The throttle commands the rear wheels' speed (+-6 m/s), as Drift-v0's action does, so
-    the safe action (zero throttle, wheels straight) locks them: measured from the 3.0 m/s circle, the
-    car stops in 0.28 s within 0.39 m, yawing 40 degrees.
+    grip limit. The throttle commands the rear wheels' speed, as Drift-v0's action does, and as there
+    only forwards: throttle in [0, 1] for 0-6 m/s. So the safe action (zero throttle, wheels straight)
+    locks them: measured from the 3.0 m/s circle, the car stops in 0.28 s within 0.39 m, yawing 40
+    degrees.
 
     On the 1 m circle (``bench/rc_car_drift/circle_steady_states.py``) the car holds at most 3.29 m/s
     with its rear tyres gripping, at 32 degrees of body slip (15 from 3.05 m/s on: these tyres are
@@ -170,6 +171,7 @@ class RcCarDriftTask(RcCarTask):
 
     def __init__(self, target_speed: float = 3.8, circle_radius: float = 1.0):
         super().__init__(target_speed, circle_radius)
+        self.action_low = np.array([0.0, -1.0])
 
     def tyres(self):
         from loop_ros.sim.brush_tyres import BrushTyres
