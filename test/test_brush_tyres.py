@@ -153,7 +153,8 @@ def test_the_drift_car_rides_drift_v0s_tyres_on_frictionless_wheels(drift_env):
     np.testing.assert_array_equal(np.c_[task.action_low, task.action_high], [[0.0, 1.0], [-1.0, 1.0]])
     # The speed error counts linearly: the best grip circle (3.29 m/s) is 0.134 short of a drift.
     on_circle = np.stack([obs_from_pose(1.0, 0.0, np.pi / 2, 0.0, v, v) for v in (3.8, 3.29, 4.31)])
-    np.testing.assert_allclose(task.reward(on_circle, np.zeros((3, 2)), on_circle), [1.0, 1 - 0.51 / 3.8, 1 - 0.51 / 3.8])
+    np.testing.assert_allclose(task.reward(on_circle, np.zeros((3, 2)), on_circle),
+                               [1.0, 1 - 0.51 / 3.8, 1 - 0.51 / 3.8])
     assert drift_env.tyres == BrushTyres() and make_task("rc_car").make_env(SafetyConfig()).tyres is None
     drift_env.reset(seed=0)
     contacts = drift_env.data.contact[:drift_env.data.ncon]
@@ -177,8 +178,8 @@ def test_the_drift_car_drives_straight_turns_left_and_stays_flat(drift_env):
 
 def test_the_drift_car_holds_a_power_slide_that_the_contact_car_spins_out_of(drift_env):
     """Held throttle and steer: on Drift-v0's tyres the tail steps out and stays out (a donut at
-    about 50 degrees of body slip, ``bench/rc_car_drift/steady_states_brush.json``); on MuJoCo's contacts the car runs wide and
-    leaves the arena (measured: after 5.8 s)."""
+    about 50 degrees of body slip, ``bench/rc_car_drift/steady_states_brush.json``); on MuJoCo's
+    contacts the car runs wide and leaves the arena (measured: after 5.8 s)."""
     slide = hold(drift_env, 0.6, 0.5, 500)[-150:]
     slip = np.degrees(np.arctan2(slide[:, 3], slide[:, 2]))
     assert np.all(slip < -40.0) and np.std(slip) < 1.0

@@ -59,10 +59,11 @@ class RcCarTask(Task):
     Reward, on the next state s' only (dimensionless, 1 at best, dense everywhere):
         r = 1 - |d - R| / R - |(v_t - v*) / v*|^p
     with d = |(x, y)|, R = circle_radius, v_t the counter-clockwise tangential velocity,
-    v* = target_speed and p = ``speed_error_power`` (2 here; 1 for ``rc_car_drift``). The speed term both asks for the target speed and punishes
-    the wrong direction (v_t = -v* costs 4, standing still costs 1, as much as sitting
-    1 m off the circle). On a steady circle the CoM velocity is tangential even while
-    the body slides sideways, so a drift at v* on the circle scores the maximum 1.
+    v* = target_speed and p = ``speed_error_power`` (2 here; 1 for ``rc_car_drift``). The
+    speed term both asks for the target speed and punishes the wrong direction (squared,
+    v_t = -v* costs 4; standing still costs 1, as much as sitting 1 m off the circle). On a
+    steady circle the CoM velocity is tangential even while the body slides sideways, so a
+    drift at v* on the circle scores the maximum 1.
     The constant 1 leaves every plan's ranking unchanged, but it makes driving well worth
     more than ending the episode: with only penalties, a crash (termination) would look
     like an escape to the value function. It also makes returns positive, so they compare
