@@ -58,6 +58,19 @@ def test_the_grid_runs_what_is_not_done_a_few_at_a_time_and_a_rerun_skips_finish
     assert len((runs[0].directory(tmp_path).parent / "ran.log").read_text().splitlines()) == 2 * (3 + 1)  # only seed 2 again
 
 
+def test_a_rerun_with_more_steps_takes_the_finished_runs_on(tmp_path):
+    runs = [LearnRun("gym:Toy-v0", "loop", seed) for seed in range(2)]
+    commands = {run: fake_training(run.directory(tmp_path), {0: 1.0, 100: 2.0}) for run in runs}
+    assert run_grid(runs, tmp_path, commands, jobs=2, log=lambda text: None, steps=100) == {run: 0 for run in runs}
+    ran = runs[0].directory(tmp_path).parent / "ran.log"
+    assert len(ran.read_text().splitlines()) == 2 * 2
+    assert all(is_done(run.directory(tmp_path), 100) and not is_done(run.directory(tmp_path), 200) for run in runs)
+    run_grid(runs, tmp_path, commands, jobs=2, log=lambda text: None, steps=100)
+    assert len(ran.read_text().splitlines()) == 2 * 2  # done at 100 steps: nothing ran again
+    run_grid(runs, tmp_path, commands, jobs=2, log=lambda text: None, steps=200)
+    assert len(ran.read_text().splitlines()) == 2 * 4  # both run again, for more steps
+
+
 def test_curves_are_the_mean_and_std_over_seeds_at_the_steps_every_seed_has(tmp_path):
     returns = {0: {0: 1.0, 100: 10.0, 200: 30.0}, 1: {0: 3.0, 100: 20.0}, 2: {0: 2.0, 100: 60.0, 200: 50.0}}
     runs = [LearnRun("point_mass", "sac", seed) for seed in returns]

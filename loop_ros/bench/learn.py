@@ -2,7 +2,8 @@
 
 Each run is ``loop-ros train`` in its own process, in ``DIR/runs/<task>/<algo>/seed<k>/`` with its
 log (``train.log``) beside its metrics. A run whose final bundle is there is done and skipped, so
-an interrupted grid goes on where it stopped; an unfinished run goes on from its last evaluation
+an interrupted grid goes on where it stopped (and a finished one, given more ``--steps``); an
+unfinished run goes on from its last evaluation
 (``loop-ros train --resume``), or starts over when it had none. Then the summary:
 per task and algo, the evaluation return at each step count as mean and std over the seeds
 (``DIR/summary.json``, the table ``DIR/summary.md``) and a PNG of the learning curves per task
@@ -45,9 +46,11 @@ class LearnRun:
         return out / "runs" / task_file_name(self.task) / self.algo / f"seed{self.seed}"
 
 
-def is_done(directory: Path) -> bool:
-    """A finished ``loop-ros train`` run: it exports its final bundle last."""
-    return (directory / "bundle" / "manifest.json").exists()
+def is_done(directory: Path, steps: int = 0) -> bool:
+    """A finished ``loop-ros train`` run (it exports its final bundle last) that evaluated at ``steps``
+    or later: a grid rerun with more ``--steps`` takes its finished runs on from their last evaluation."""
+    finished = (directory / "bundle" / "manifest.json").exists()
+    return finished and (steps <= 0 or max(_evaluations(directory, "eval_return"), default=0) >= steps)
 
 
 def train_command(run: LearnRun, out: Path, steps: int, eval_every: int, eval_episodes: int,
@@ -59,9 +62,10 @@ def train_command(run: LearnRun, out: Path, steps: int, eval_every: int, eval_ep
 
 
 def run_grid(runs: list[LearnRun], out: Path, commands: dict[LearnRun, list[str]], jobs: int,
-             log=print) -> dict[LearnRun, int]:
-    """Run every command not done yet, ``jobs`` at a time; returns each run's exit code (0: done before)."""
-    codes = {run: 0 for run in runs if is_done(run.directory(out))}
+             log=print, steps: int = 0) -> dict[LearnRun, int]:
+    """Run every command not done yet (at ``steps``), ``jobs`` at a time; returns each run's exit code
+    (0: done before)."""
+    codes = {run: 0 for run in runs if is_done(run.directory(out), steps)}
     waiting = [run for run in runs if run not in codes]
     going: dict[LearnRun, tuple[subprocess.Popen, float]] = {}
     try:
@@ -146,7 +150,7 @@ def bench_learn(tasks: list[str], algos: list[str], seeds: list[int], out: Path,
     runs = [LearnRun(*key) for key in itertools.product(tasks, algos, seeds)]
     commands = {run: train_command(run, out, steps, eval_every, eval_episodes, threads, extra) for run in runs}
     started = time.monotonic()
-    codes = run_grid(runs, out, commands, jobs, log=lambda text: print(text, file=sys.stderr, flush=True))
+    codes = run_grid(runs, out, commands, jobs, log=lambda text: print(text, file=sys.stderr, flush=True), steps=steps)
     table, divergence = curves(runs, out), curves(runs, out, "actor_divergence")
     training_cost = training_cost_curves(runs, out)
     summary = {"steps": steps, "seeds": seeds, "jobs": jobs, "threads": threads, "wall_time_s": time.monotonic() - started,
