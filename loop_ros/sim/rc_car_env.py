@@ -33,7 +33,8 @@ START_SPEED_FRACTION = (0.0, 1.0)
 
 
 class RcCarEnv:
-    """Throttle/steer (clipped to the task's action bounds) -> 6-D ``RcCarTask`` observation, at ``1 / control_dt`` Hz."""
+    """Throttle/steer (clipped to the task's action bounds) -> 6-D ``RcCarTask`` observation, at
+    ``1 / control_dt`` Hz."""
 
     def __init__(self, task, episode_steps: int = 500, control_dt: float = 0.02, seed: int | None = None,
                  safety: SafetyConfig | None = None, tyres: BrushTyres | None = None):
