@@ -90,23 +90,31 @@ def observations(task: RcCarTask, qpos: np.ndarray, qvel: np.ndarray) -> np.ndar
 
 def episode(env, act, seed: int) -> dict:
     """One episode from ``env.reset(seed)`` driven by ``act(obs) -> action``: its statistics, and its
-    path (x, y, |slip| in degrees per step) under ``"path"``."""
+    path (x, y, |slip| in degrees, tangential speed per step) under ``"path"``. The means are over the steps
+    on the circle, except ``episode_radius_error_m``: over every step. ``mean_steer`` is the commanded steer
+    in [-1, 1], + into the counter-clockwise turn: below 0 is countersteer."""
     obs = env.reset(seed=seed)
-    total, slips, radius_errors, speeds, violations, path = 0.0, [], [], [], 0, []
+    total, violations, path, all_radius_errors = 0.0, 0, [], []
+    slips, radius_errors, speeds, steers = [], [], [], []
     for steps in range(1, env.episode_steps + 1):
-        obs, reward, cost, terminated, truncated, _ = env.step(act(obs))
+        action = np.asarray(act(obs), dtype=float)
+        obs, reward, cost, terminated, truncated, _ = env.step(action)
         total += reward
         violations += cost > 0.0
         slip = abs(np.degrees(np.arctan2(obs[3], obs[2])))
-        path.append([round(float(obs[0]), 3), round(float(obs[1]), 3), round(float(slip), 1)])
+        speed = float(obs[2] * np.cos(obs[5]) - obs[3] * np.sin(obs[5]))
+        path.append([round(float(obs[0]), 3), round(float(obs[1]), 3), round(float(slip), 1), round(speed, 3)])
         radius_error = abs(np.hypot(obs[0], obs[1]) - env.task.circle_radius)
+        all_radius_errors.append(radius_error)
         if radius_error <= ON_CIRCLE_M:
             slips.append(slip)
             radius_errors.append(radius_error)
-            speeds.append(float(obs[2] * np.cos(obs[5]) - obs[3] * np.sin(obs[5])))
+            speeds.append(speed)
+            steers.append(float(np.clip(action[1], -1.0, 1.0)))
         if terminated or truncated:
             break
-    described = {"mean_abs_slip_deg": slips, "mean_radius_error_m": radius_errors, "mean_tangential_speed": speeds}
+    described = {"mean_abs_slip_deg": slips, "mean_radius_error_m": radius_errors, "mean_tangential_speed": speeds,
+                 "episode_radius_error_m": all_radius_errors, "mean_steer": steers}
     return {"seed": seed, "return": round(total, 1), "steps": steps, "crashed": bool(terminated),
             "violation_ticks": int(violations), "on_circle_fraction": round(len(slips) / steps, 3),
             **{key: round(float(np.mean(values)), 3) if values else None for key, values in described.items()},
@@ -127,7 +135,7 @@ def draw_laps(paths: dict[str, list], path: Path) -> None:
         draw.ellipse((x0, y0, x1, y1), outline=(160, 160, 160))
     for k, (name, steps) in enumerate(paths.items()):
         colour = np.array(COLOURS[k % len(COLOURS)])
-        for (xa, ya, _), (xb, yb, slip) in zip(steps, steps[1:]):
+        for (xa, ya, *_), (xb, yb, slip, *_) in zip(steps, steps[1:]):
             shade = 1.0 - 0.6 * min(slip, SLIP_FOR_DARKEST) / SLIP_FOR_DARKEST
             draw.line((pixel(xa, ya), pixel(xb, yb)), fill=tuple(int(c) for c in colour * shade), width=2)
         draw.text((10, 10 + 15 * k), name, fill=tuple(int(c) for c in colour))

@@ -13,6 +13,12 @@ SIZE, MARGIN = (800, 500), (70, 40, 30, 50)  # width, height; left, top, right, 
 
 def plot_curves(curves: dict[str, dict], title: str, path: Path) -> None:
     """``curves``: ``{name: {"env_steps": [...], "mean": [...], "std": [...]}}`` (``bench.learn.curves``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_curves(curves, title).save(path)
+
+
+def draw_curves(curves: dict[str, dict], title: str, x_label: str = "environment steps"):
+    """The picture ``plot_curves`` saves, as a PIL image; ``x_label`` names what ``env_steps`` counts."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", SIZE, "white")
@@ -26,9 +32,10 @@ def plot_curves(curves: dict[str, dict], title: str, path: Path) -> None:
     draw.text((left, 10), title, fill="black")
     for value, anchor in ((x_range[0], "la"), (x_range[1], "ra")):
         draw.text((to_pixel(value, y_range[0])[0], SIZE[1] - bottom + 5), f"{value:g}", fill="black", anchor=anchor)
-    draw.text((SIZE[0] // 2, SIZE[1] - 15), "environment steps", fill="black", anchor="ma")
+    draw.text((SIZE[0] // 2, SIZE[1] - 15), x_label, fill="black", anchor="ma")
     for value in y_range:
-        draw.text((left - 5, to_pixel(x_range[0], value)[1]), f"{value:.0f}", fill="black", anchor="rm")
+        decimals = 0 if y_range[1] - y_range[0] >= 10 else 2  # returns in whole units; metres, seconds finer
+        draw.text((left - 5, to_pixel(x_range[0], value)[1]), f"{value:.{decimals}f}", fill="black", anchor="rm")
     for k, (name, curve) in enumerate(curves.items()):
         colour = COLOURS[k % len(COLOURS)]
         upper = [to_pixel(x, m + s) for x, m, s in zip(curve["env_steps"], curve["mean"], curve["std"])]
@@ -40,9 +47,9 @@ def plot_curves(curves: dict[str, dict], title: str, path: Path) -> None:
             draw.line(line, fill=colour, width=2)
         else:
             draw.ellipse(_dot(line[0]), fill=colour)
-        draw.text((left + 10, top + 10 + 15 * k), f"{name} ({curve.get('seeds', '?')} seeds)", fill=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+        seeds = f" ({curve['seeds']} seeds)" if "seeds" in curve else ""
+        draw.text((left + 10, top + 10 + 15 * k), f"{name}{seeds}", fill=colour)
+    return image
 
 
 def _padded(low: float, high: float) -> tuple[float, float]:
