@@ -1,9 +1,9 @@
 """How learned car controllers drive the circle (bench/RESULTS.md, "A drift task"): each bundle runs
 ``--episodes`` evaluation episodes headless, as `loop-ros eval` runs it (ONNX Runtime, explore off, the
 controller its training evaluated it with), and is described as ``oracle_drift.episode`` describes the
-true-model planner: return, speed, radius error and body slip angle while on the circle. The first
-episode's path of each bundle is drawn on one PNG (``oracle_drift.draw_laps``), and with ``--trace`` its
-slip, speed and radius error over time on another.
+true-model planner: return, speed, radius error, body slip angle and steer while on the circle, and the
+radius error over the whole episode. The first episode's path of each bundle is drawn on one PNG
+(``oracle_drift.draw_laps``), and with ``--trace`` its slip, speed and radius error over time on another.
 
     .venv/bin/python bench/rc_car_drift/describe_laps.py --task rc_car_fast --set safety.enabled=false \\
         --bundle loop=DIR --bundle pets=DIR --json laps.json --png laps.png [--trace trace.png]
