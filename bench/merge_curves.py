@@ -18,15 +18,22 @@ TITLES = {"curves": "evaluation return", "training_cost": "cumulative cost of th
 
 
 def merged(specs: list[str], task: str, key: str, steps: int) -> dict[str, dict]:
-    """``{NAME: curve}`` of each ``NAME=DIR:ALGO``, cut at ``steps``."""
+    """``{NAME: curve}`` of each ``NAME=DIR:ALGO``, cut at ``steps``; ValueError says what is missing."""
     table = {}
     for spec in specs:
         name, _, source = spec.partition("=")
         directory, _, algo = source.rpartition(":")
-        curve = json.loads((Path(directory) / "summary.json").read_text(encoding="utf-8"))[key][task][algo]
-        kept = [k for k, x in enumerate(curve["env_steps"]) if x <= steps]
-        table[name] = {field: [curve[field][k] for k in kept] for field in ("env_steps", "mean", "std")}
-        table[name]["seeds"] = curve["seeds"]
+        if not (name and directory and algo) or name in table:
+            raise ValueError(f"--curve {spec!r}: expected a new NAME=DIR:ALGO")
+        summary = json.loads((Path(directory) / "summary.json").read_text(encoding="utf-8"))
+        curves = summary.get(key, {}).get(task, {})
+        if algo not in curves:  # e.g. pets has no actor_divergence; a cost-free task no training_cost
+            raise ValueError(f"{directory}: no {key} curve of {algo} on {task} (has: {sorted(curves) or 'none'})")
+        kept = [k for k, x in enumerate(curves[algo]["env_steps"]) if x <= steps]
+        if not kept:
+            raise ValueError(f"{directory}: {algo}'s {key} curve has no point at or below {steps} steps")
+        table[name] = {field: [curves[algo][field][k] for k in kept] for field in ("env_steps", "mean", "std")}
+        table[name]["seeds"] = curves[algo]["seeds"]
     return table
 
 
@@ -38,8 +45,11 @@ def main() -> None:
     parser.add_argument("--curve", action="append", required=True, metavar="NAME=DIR:ALGO")
     parser.add_argument("--png", required=True)
     args = parser.parse_args()
-    plot_curves(merged(args.curve, args.task, args.key, args.steps),
-                f"{args.task}: {TITLES[args.key]}, mean +- std over seeds", Path(args.png))
+    try:
+        table = merged(args.curve, args.task, args.key, args.steps)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    plot_curves(table, f"{args.task}: {TITLES[args.key]}, mean +- std over seeds", Path(args.png))
 
 
 if __name__ == "__main__":
