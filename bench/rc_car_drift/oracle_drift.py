@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from loop_ros.bench.curves import COLOURS
 from loop_ros.core.config import SafetyConfig
-from loop_ros.core.tasks.rc_car import RcCarTask
+from loop_ros.core.tasks.rc_car import RcCarTask, tangential_velocity
 from loop_ros.sim.rc_car_env import ARENA_RADIUS, MIN_UPRIGHT
 
 KEEP_OUT_PENALTY = 10.0
@@ -102,7 +102,7 @@ def episode(env, act, seed: int) -> dict:
         total += reward
         violations += cost > 0.0
         slip = abs(np.degrees(np.arctan2(obs[3], obs[2])))
-        speed = float(obs[2] * np.cos(obs[5]) - obs[3] * np.sin(obs[5]))
+        speed = float(tangential_velocity(obs))
         path.append([round(float(obs[0]), 3), round(float(obs[1]), 3), round(float(slip), 1), round(speed, 3)])
         radius_error = abs(np.hypot(obs[0], obs[1]) - env.task.circle_radius)
         all_radius_errors.append(radius_error)
