@@ -74,33 +74,59 @@ def test_loop_learns_the_point_mass_and_exports_a_verified_bundle(tmp_path):
     assert not (out / "checkpoint_400").exists()  # the last evaluation writes the final bundle instead
 
 
-def test_the_cumulative_training_cost_sums_the_cost_of_every_training_step(tmp_path, monkeypatch):
-    """train_cost_total (the paper's Fig. 6 figure) against the costs the training env itself returned:
-    a keep-in circle of 0.3 m that the random seeding phase leaves."""
+def steps_of_the_training_env(monkeypatch, outcome=lambda result: result) -> list[tuple]:
+    """The (obs, reward, cost, terminated, truncated, info) of every step of the training env of the
+    next ``train`` (the first toy env it makes; the evaluation env comes second), as ``outcome`` makes them
+    from the toy's own."""
     envs, make_env = [], PointMassTask.make_env
 
     def recording_env(task, *args, **kwargs):
-        env = make_env(task, *args, **kwargs)
-        costs, step = [], env.step
+        env, steps = make_env(task, *args, **kwargs), []
+        step = env.step
 
-        def step_recording_cost(action):
-            result = step(action)
-            costs.append(result[2])
-            return result
+        def recorded_step(action):
+            steps.append(outcome(step(action)))
+            return steps[-1]
 
-        env.step, env.costs = step_recording_cost, costs
-        envs.append(env)
+        env.step = recorded_step
+        envs.append(steps)
         return env
 
     monkeypatch.setattr(PointMassTask, "make_env", recording_env)
-    out = tmp_path / "run"
+    return envs
+
+
+def train_toy_sac(out, *extra) -> list[dict]:
+    """300 steps of SAC on the toy, evaluated every 100; its evaluation rows."""
     assert cli.main(["train", *TOY, "--algo", "sac", "--steps", "300", "--seed", "0", "--eval-every", "100",
-                     "--eval-episodes", "1", "--set", "safety.keep_in_radius=0.3", "--out", str(out)]) == 0
-    rows = json.loads((out / "metrics.json").read_text())["evaluations"]
-    training_env = envs[0]  # made first; the evaluation env second
-    assert rows[-1]["train_cost_total"] == pytest.approx(sum(training_env.costs)) and rows[-1]["train_cost_total"] > 0
+                     "--eval-episodes", "1", *extra, "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())["evaluations"]
+
+
+def test_the_cumulative_training_cost_sums_the_cost_of_every_training_step(tmp_path, monkeypatch):
+    """train_cost_total (the paper's Fig. 6 figure) against the costs the training env itself returned:
+    a keep-in circle of 0.3 m that the random seeding phase leaves."""
+    envs = steps_of_the_training_env(monkeypatch)
+    rows = train_toy_sac(tmp_path / "run", "--set", "safety.keep_in_radius=0.3")
+    costs = [cost for _, _, cost, *_ in envs[0]]
+    assert rows[-1]["train_cost_total"] == pytest.approx(sum(costs)) and rows[-1]["train_cost_total"] > 0
     assert [row["train_cost_total"] for row in rows] == sorted(row["train_cost_total"] for row in rows)
     assert rows[0]["train_cost_total"] == 0.0  # before the first step
+
+
+def test_train_crashes_counts_the_training_episodes_that_terminated(tmp_path, monkeypatch):
+    """train_crashes against the terminations the training env itself returned: the toy, made to
+    terminate when it leaves a 0.3 m circle (which the random seeding phase does)."""
+    def terminate_outside(result):
+        obs, reward, cost, _, truncated, info = result
+        return obs, reward, cost, bool(np.hypot(obs[0], obs[1]) > 0.3), truncated, info
+
+    envs = steps_of_the_training_env(monkeypatch, terminate_outside)
+    rows = train_toy_sac(tmp_path / "run")
+    crashes = sum(terminated for _, _, _, terminated, *_ in envs[0])
+    assert rows[-1]["train_crashes"] == crashes > 0 and rows[0]["train_crashes"] == 0
+    assert [row["train_crashes"] for row in rows] == sorted(row["train_crashes"] for row in rows)
+    assert rows[-1]["train_crashes"] <= rows[-1]["train_episodes"]
 
 
 def test_same_seed_same_run(tmp_path):
@@ -250,6 +276,7 @@ def test_a_resumed_run_goes_on_from_its_last_evaluation(tmp_path):
         {"env_steps": 600, "fits": 2, "sac_updates": 401}
     assert parts[3]["train_episodes"] >= whole[2]["train_episodes"] + 3
     assert parts[3]["train_cost_total"] >= parts[2]["train_cost_total"]
+    assert parts[3]["train_crashes"] == 0  # saved and restored (the toy never terminates): not None, unknown
 
 
 def test_a_resume_restores_the_learner_and_its_replay_exactly(tmp_path):

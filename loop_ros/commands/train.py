@@ -45,15 +45,17 @@ TRAINER_FLAGS = (
 CSV_COLUMNS = (
     "env_steps", "wall_time_s", "eval_return", "eval_cost", "eval_violations", "eval_mean_speed",
     "eval_radius_error", "eval_crashes", "eval_plan_ms", "train_episodes", "train_return", "train_cost",
-    "train_cost_total", "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha", "q_mean",
-    "actor_divergence",
+    "train_cost_total", "train_crashes", "fits", "holdout_mse", "fit_epochs", "fit_seconds", "sac_updates", "alpha",
+    "q_mean", "actor_divergence",
 )
 """One row per evaluation; fit_* describe the latest ensemble fit (fit_seconds near
 --fit-max-seconds means the cap, not early stopping, ended it: the run then depends on timing);
 actor_divergence: the mean ||executed action - actor's mean action|| of the training steps since the last
 row (the paper's Fig. 4); train_cost is the last finished training episode's cost, train_cost_total
 the cost of every training step so far, the seeding phase's included (on the car: the steps spent
-violating the constraint, the paper's Fig. 6 "cumulative violations during training")."""
+violating the constraint, the paper's Fig. 6 "cumulative violations during training"); train_crashes
+the training episodes so far that ended by termination (eval_crashes' meaning: the car left the arena,
+the hopper fell), empty after a resume from a run saved before it was counted."""
 
 
 def add_arguments(parser) -> None:
@@ -208,6 +210,7 @@ class TrainingRun:
         self.last_train = EpisodeTally(*resumed["last_train"]) if resumed and resumed["last_train"] else None
         self.episodes = resumed["episodes"] if resumed else 0
         self.cost_total = resumed["cost_total"] if resumed else 0.0  # of every training step so far
+        self.crashes: int | None = resumed.get("crashes") if resumed else 0  # None: not known (CSV_COLUMNS)
         self.fit: dict[str, Any] = resumed["fit"] if resumed else {}
         self.sac: dict[str, float] = resumed["sac"] if resumed else {}
         self.divergences: list[float] = []  # of the training steps since the last evaluation
@@ -257,6 +260,8 @@ class TrainingRun:
         self.fit = trainer.refit_model_if_due() or self.fit
         self.tally.add(reward, cost)
         self.cost_total += cost
+        if terminated and self.crashes is not None:
+            self.crashes += 1
         if terminated or truncated:
             self.last_train, self.tally, self.episodes = self.tally, EpisodeTally(), self.episodes + 1
             trainer.end_episode()
@@ -279,7 +284,7 @@ class TrainingRun:
             "eval_radius_error": result["mean_radius_error"], "eval_crashes": result["crashes"],
             "eval_plan_ms": result["mean_plan_ms"], "train_episodes": self.episodes,
             "train_return": last.ret if last else None, "train_cost": last.cost if last else None,
-            "train_cost_total": self.cost_total,
+            "train_cost_total": self.cost_total, "train_crashes": self.crashes,
             "fits": trainer.fits, "holdout_mse": self.fit.get("elite_holdout_mse"),
             "fit_epochs": self.fit.get("epochs"), "fit_seconds": self.fit.get("seconds"),
             "sac_updates": trainer.sac_updates, "alpha": trainer.sac.alpha, "q_mean": self.sac.get("q_mean"),
@@ -298,7 +303,8 @@ class TrainingRun:
 
         last = self.last_train
         run = {"identity": self.identity, "step": self.trainer.steps, "episodes": self.episodes,
-               "cost_total": self.cost_total, "last_train": dataclasses.astuple(last) if last else None,
+               "cost_total": self.cost_total, "crashes": self.crashes,
+               "last_train": dataclasses.astuple(last) if last else None,
                "rng": self.rng.bit_generator.state, "wall_time_s": time.perf_counter() - self.started,
                "fit": self.fit, "sac": self.sac}
         save_run(Path(self.args.out) / RESUME_FILE, self.trainer, run)
