@@ -33,6 +33,12 @@ def task_nodes(task) -> tuple[str, ...]:
 START_WAIT_S = 10.0
 """Longest wait for ``task.start_subscribers`` before a node starts anyway."""
 
+FINALIZED_LINGER_S = 1.0
+"""How long a node finalized through its change_state service goes on spinning before its process
+ends: the answer has to reach the caller, and a reliable DDS writer resends a lost sample only while
+it exists. (A node that ended at once left the caller without an answer once, on a loaded host:
+test_ros_lifecycle's shutdown call; not reproduced on demand.)"""
+
 
 class StartGate:
     """Holds a node's first step until ``wanted`` subscribers have matched its output publisher
@@ -111,8 +117,13 @@ def run_node(make_node: Callable[[], object], argv: Sequence[str] | None = None)
     executor.add_node(node)
     if arguments.ready:
         Path(arguments.ready).touch()
+    finalized_at = None
     try:
-        while not stop.is_set() and rclpy.ok() and node.lifecycle_state() != "finalized":
+        while not stop.is_set() and rclpy.ok():
+            if node.lifecycle_state() == "finalized":
+                finalized_at = finalized_at or time.monotonic()
+                if time.monotonic() - finalized_at > FINALIZED_LINGER_S:
+                    break
             try:
                 executor.spin_once(timeout_sec=0.1)
             except Exception as error:  # noqa: BLE001 - e.g. rclpy failing to take a message: count, go on
